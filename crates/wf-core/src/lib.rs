@@ -1,0 +1,20 @@
+//! Pure domain of the WorkFlows outbound-webhook system: the event catalog, the payload
+//! envelope, typed ids, signing, the URL/IP policy, durations and retry schedules, the
+//! configuration, and the versioned queue-message types.
+//!
+//! Nothing here does I/O. Every fallible function fails only by returning a parse error,
+//! so the rest of the system can build on values that are valid by construction.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod duration;
+pub mod envelope;
+pub mod events;
+pub mod ids;
+pub mod messages;
+pub mod signing;
+pub mod time;
+pub mod url_policy;
+
+/// Product version, sent in `User-Agent: WorkFlows-Webhooks/<version>`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
