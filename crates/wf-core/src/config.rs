@@ -1,4 +1,24 @@
-//! Configuration from `WF_*` variables (SPEC §2). Written by the config helper.
+//! Configuration from `WF_*` environment variables (SPEC §2).
+//!
+//! Every variable has a working local default, so `wf-ingestor` and `wf-worker` start on a
+//! developer machine with no environment at all. A value that is set but wrong is a
+//! start-up error naming the variable and the value ([`ConfigError`]), never a silent
+//! fallback to the default: an operator who typed `WF_DELIVERY_TIMEOUT=10` meant something.
+//!
+//! This module does no I/O beyond the caller-supplied lookup: [`Config::from_lookup`] is the
+//! testable core and [`Config::from_env`] feeds it `std::env`. In particular
+//! `WF_EXTRA_ROOT_CA` is only checked to be a path here; the delivery client reads the file
+//! and reports an unreadable one.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::duration::{parse_duration, RetrySchedule};
+use crate::url_policy::AllowedCidrs;
 
 /// Queue type for the declared queues (`WF_QUEUE_TYPE`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -15,5 +35,766 @@ impl QueueType {
             QueueType::Quorum => "quorum",
             QueueType::Classic => "classic",
         }
+    }
+}
+
+/// Which process is reading the configuration. Only defaults differ by role: the ingestor
+/// and the worker get different metrics ports so both can run on one machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Ingestor,
+    Worker,
+    Cli,
+}
+
+/// Log output format (`WF_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The value as written in `WF_LOG_FORMAT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// A variable that is set to a value we cannot use.
+///
+/// Displays as ``invalid WF_X=`value`: reason``. Secret material never appears in `value`:
+/// `WF_SECRET_KEY` is shown as `<redacted>` and URL passwords as `***`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {variable}=`{value}`: {reason}")]
+pub struct ConfigError {
+    /// The variable's name, e.g. `WF_DELIVERY_TIMEOUT`.
+    pub variable: &'static str,
+    /// The value as given (redacted where it could hold a secret).
+    pub value: String,
+    /// What is wrong and what would be accepted.
+    pub reason: String,
+}
+
+/// The whole configuration of one process, parsed and valid by construction.
+#[derive(Clone)]
+pub struct Config {
+    /// `WF_DATABASE_URL`: Postgres connection URL.
+    pub database_url: String,
+    /// `WF_AMQP_URL`: RabbitMQ connection URL.
+    pub amqp_url: String,
+    /// `WF_HTTP_ADDR`: the ingestor's API listen address.
+    pub http_addr: SocketAddr,
+    /// `WF_METRICS_ADDR`: `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: SocketAddr,
+    /// `WF_ALLOWED_TARGET_CIDRS`: ranges exempt from the private-address block.
+    pub allowed_target_cidrs: AllowedCidrs,
+    /// `WF_EXTRA_ROOT_CA`: PEM file of extra trusted roots (not read here).
+    pub extra_root_ca: Option<PathBuf>,
+    /// `WF_RETRY_SCHEDULE`: delays before retry 1..N.
+    pub retry_schedule: RetrySchedule,
+    /// `WF_DELIVERY_TIMEOUT`: whole-request timeout of one delivery attempt.
+    pub delivery_timeout: Duration,
+    /// `WF_WORKER_CONCURRENCY`: deliveries in flight per worker (and AMQP prefetch).
+    pub worker_concurrency: u16,
+    /// `WF_SECRET_KEY`: key that encrypts webhook secrets at rest.
+    pub secret_key: [u8; 32],
+    /// True when `secret_key` is the publicly known development key.
+    pub secret_key_is_default: bool,
+    /// `WF_QUEUE_TYPE`: `x-queue-type` of the declared queues.
+    pub queue_type: QueueType,
+    /// `WF_SHUTDOWN_GRACE`: drain time on SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `WF_LOG`: tracing filter directives (validated by the telemetry crate).
+    pub log: String,
+    /// `WF_LOG_FORMAT`: text or JSON logs.
+    pub log_format: LogFormat,
+    /// `WF_DELIVERY_LOG_RETENTION`: how long delivery-log rows are kept.
+    pub delivery_log_retention: Duration,
+}
+
+impl fmt::Debug for Config {
+    /// Hand-written so that the secret key and URL passwords never reach a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url_password(&self.database_url))
+            .field("amqp_url", &redact_url_password(&self.amqp_url))
+            .field("http_addr", &self.http_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("allowed_target_cidrs", &self.allowed_target_cidrs)
+            .field("extra_root_ca", &self.extra_root_ca)
+            .field("retry_schedule", &self.retry_schedule.to_string())
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("secret_key", &REDACTED)
+            .field("secret_key_is_default", &self.secret_key_is_default)
+            .field("queue_type", &self.queue_type)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .field("delivery_log_retention", &self.delivery_log_retention)
+            .finish()
+    }
+}
+
+/// Placeholder for secret values in errors and debug output.
+const REDACTED: &str = "<redacted>";
+
+/// The built-in development key. It is public (it is in this source file), so anything
+/// encrypted with it is only obfuscated: [`Config::warnings`] says so loudly. It is fixed
+/// rather than random so that an ingestor and a worker started without configuration can
+/// still read each other's secrets.
+const DEV_SECRET_KEY: [u8; 32] = *b"workflows-dev-key-NOT-FOR-PROD!!";
+
+/// Defaults, as SPEC §2 lists them.
+pub mod defaults {
+    pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/workflows";
+    pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+    pub const INGESTOR_METRICS_ADDR: &str = "127.0.0.1:9464";
+    pub const WORKER_METRICS_ADDR: &str = "127.0.0.1:9465";
+    pub const RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h";
+    pub const DELIVERY_TIMEOUT: &str = "10s";
+    pub const WORKER_CONCURRENCY: u16 = 256;
+    pub const SHUTDOWN_GRACE: &str = "30s";
+    pub const LOG: &str = "info";
+    pub const DELIVERY_LOG_RETENTION: &str = "7d";
+}
+
+/// RabbitMQ closes a channel whose delivery stays unacked for `consumer_timeout` (30 minutes
+/// by default); a delivery attempt must finish well inside it, so the timeout is capped.
+const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    ///
+    /// A value that is not valid UTF-8 is passed on lossily and then fails validation, so it
+    /// is reported rather than ignored.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for the first variable whose value is invalid.
+    pub fn from_env(role: Role) -> Result<Config, ConfigError> {
+        Self::from_lookup(role, |name| {
+            std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Reads the configuration through `lookup` (name → value, `None` when unset).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for the first variable whose value is invalid. An empty value is
+    /// invalid, except for `WF_ALLOWED_TARGET_CIDRS` and `WF_EXTRA_ROOT_CA`, where it means
+    /// unset.
+    pub fn from_lookup(
+        role: Role,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let get = |name: &'static str| Var::new(name, lookup(name));
+
+        let database_url = get("WF_DATABASE_URL").url(
+            defaults::DATABASE_URL,
+            &["postgres://", "postgresql://"],
+            "expected a Postgres URL starting with postgres:// or postgresql://",
+        )?;
+        let amqp_url = get("WF_AMQP_URL").url(
+            defaults::AMQP_URL,
+            &["amqp://", "amqps://"],
+            "expected a RabbitMQ URL starting with amqp:// or amqps://",
+        )?;
+        let http_addr = get("WF_HTTP_ADDR").socket_addr(defaults::HTTP_ADDR)?;
+        let metrics_addr = get("WF_METRICS_ADDR").socket_addr(match role {
+            Role::Ingestor => defaults::INGESTOR_METRICS_ADDR,
+            Role::Worker | Role::Cli => defaults::WORKER_METRICS_ADDR,
+        })?;
+
+        let cidrs = get("WF_ALLOWED_TARGET_CIDRS");
+        let allowed_target_cidrs = match cidrs.value_or_unset_if_blank() {
+            None => AllowedCidrs::default(),
+            Some(v) => AllowedCidrs::parse(v).map_err(|bad| {
+                cidrs.error(format!(
+                    "`{bad}` is not a CIDR or IP address (expected e.g. 10.0.0.0/8,::1/128)"
+                ))
+            })?,
+        };
+
+        let extra_root_ca = get("WF_EXTRA_ROOT_CA")
+            .value_or_unset_if_blank()
+            .map(PathBuf::from);
+
+        let sched = get("WF_RETRY_SCHEDULE");
+        let retry_schedule = RetrySchedule::parse(sched.value_or(defaults::RETRY_SCHEDULE)?)
+            .map_err(|e| {
+                sched.error(format!(
+                    "{e} (expected comma-separated delays such as {})",
+                    defaults::RETRY_SCHEDULE
+                ))
+            })?;
+
+        let timeout = get("WF_DELIVERY_TIMEOUT");
+        let delivery_timeout = timeout.duration(defaults::DELIVERY_TIMEOUT)?;
+        if delivery_timeout.is_zero() || delivery_timeout >= MAX_DELIVERY_TIMEOUT {
+            return Err(timeout.error(
+                "must be positive and below 25m (RabbitMQ closes a channel whose delivery \
+                 stays unacked for consumer_timeout, 30m by default)",
+            ));
+        }
+
+        let conc = get("WF_WORKER_CONCURRENCY");
+        let worker_concurrency = match conc.value()? {
+            None => defaults::WORKER_CONCURRENCY,
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(n) if n >= 1 => n,
+                _ => return Err(conc.error("expected an integer from 1 to 65535")),
+            },
+        };
+
+        let key = get("WF_SECRET_KEY");
+        let secret_key = match key.value()? {
+            None => DEV_SECRET_KEY,
+            Some(v) => parse_secret_key(v).map_err(|reason| key.error(reason))?,
+        };
+        let secret_key_is_default = secret_key == DEV_SECRET_KEY;
+
+        let qt = get("WF_QUEUE_TYPE");
+        let queue_type = match qt.value()?.map(str::trim) {
+            None => QueueType::default(),
+            Some(v) if v.eq_ignore_ascii_case("quorum") => QueueType::Quorum,
+            Some(v) if v.eq_ignore_ascii_case("classic") => QueueType::Classic,
+            Some(_) => return Err(qt.error("expected `quorum` or `classic`")),
+        };
+
+        let shutdown_grace = get("WF_SHUTDOWN_GRACE").duration(defaults::SHUTDOWN_GRACE)?;
+
+        let log = get("WF_LOG").value_or(defaults::LOG)?.trim().to_owned();
+
+        let lf = get("WF_LOG_FORMAT");
+        let log_format = match lf.value()?.map(str::trim) {
+            None => LogFormat::default(),
+            Some(v) if v.eq_ignore_ascii_case("text") => LogFormat::Text,
+            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            Some(_) => return Err(lf.error("expected `text` or `json`")),
+        };
+
+        let ret = get("WF_DELIVERY_LOG_RETENTION");
+        let delivery_log_retention = ret.duration(defaults::DELIVERY_LOG_RETENTION)?;
+        if delivery_log_retention.is_zero() {
+            return Err(ret.error("must be positive"));
+        }
+
+        Ok(Config {
+            database_url,
+            amqp_url,
+            http_addr,
+            metrics_addr,
+            allowed_target_cidrs,
+            extra_root_ca,
+            retry_schedule,
+            delivery_timeout,
+            worker_concurrency,
+            secret_key,
+            secret_key_is_default,
+            queue_type,
+            shutdown_grace,
+            log,
+            log_format,
+            delivery_log_retention,
+        })
+    }
+
+    /// Start-up warnings that must be logged loudly (at `warn`), one message each: the
+    /// built-in development secret key is in use; `WF_ALLOWED_TARGET_CIDRS` opens holes in
+    /// the private-address block (the ranges are listed).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.secret_key_is_default {
+            out.push(
+                "WF_SECRET_KEY is not set: webhook secrets are encrypted with the built-in \
+                 development key, which is public. Set WF_SECRET_KEY to the base64 of 32 \
+                 random bytes (e.g. `openssl rand -base64 32`), the same on every ingestor \
+                 and worker of the deployment"
+                    .to_owned(),
+            );
+        }
+        if !self.allowed_target_cidrs.is_empty() {
+            let nets: Vec<String> = self
+                .allowed_target_cidrs
+                .nets()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            out.push(format!(
+                "WF_ALLOWED_TARGET_CIDRS is set: webhooks may target these otherwise blocked \
+                 ranges: {}. Only for tests and on-prem receivers",
+                nets.join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// Decodes `WF_SECRET_KEY`: standard base64 (padded or not) of exactly 32 bytes. The error
+/// text never contains the value or its bytes.
+fn parse_secret_key(v: &str) -> Result<[u8; 32], String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    let v = v.trim();
+    let bytes = STANDARD
+        .decode(v)
+        .or_else(|_| STANDARD_NO_PAD.decode(v))
+        .map_err(|_| {
+            "not valid base64 (expected the base64 of 32 random bytes, e.g. \
+             `openssl rand -base64 32`)"
+                .to_owned()
+        })?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "decodes to {} bytes, expected exactly 32 (e.g. `openssl rand -base64 32`)",
+            bytes.len()
+        )
+    })
+}
+
+/// Replaces the password in `scheme://user:password@host…` with `***`, so connection URLs
+/// can be shown in errors and debug output.
+fn redact_url_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+/// One variable's raw value, with the helpers that turn it into a typed value or an error.
+struct Var {
+    name: &'static str,
+    raw: Option<String>,
+}
+
+impl Var {
+    fn new(name: &'static str, raw: Option<String>) -> Self {
+        Var { name, raw }
+    }
+
+    /// An error about this variable's value; the secret key's value is never echoed and
+    /// URL passwords are masked.
+    fn error(&self, reason: impl Into<String>) -> ConfigError {
+        let raw = self.raw.as_deref().unwrap_or_default();
+        let value = match self.name {
+            "WF_SECRET_KEY" => REDACTED.to_owned(),
+            "WF_DATABASE_URL" | "WF_AMQP_URL" => redact_url_password(raw),
+            _ => raw.to_owned(),
+        };
+        ConfigError {
+            variable: self.name,
+            value,
+            reason: reason.into(),
+        }
+    }
+
+    /// The value, `None` when unset; an empty (or blank) value is an error.
+    fn value(&self) -> Result<Option<&str>, ConfigError> {
+        match self.raw.as_deref() {
+            None => Ok(None),
+            Some(v) if v.trim().is_empty() => {
+                Err(self.error("empty value (unset the variable to use the default)"))
+            }
+            Some(v) => Ok(Some(v)),
+        }
+    }
+
+    fn value_or<'a>(&'a self, default: &'a str) -> Result<&'a str, ConfigError> {
+        Ok(self.value()?.unwrap_or(default))
+    }
+
+    /// For the variables where an empty value means unset.
+    fn value_or_unset_if_blank(&self) -> Option<&str> {
+        self.raw.as_deref().filter(|v| !v.trim().is_empty())
+    }
+
+    fn url(&self, default: &str, schemes: &[&str], reason: &str) -> Result<String, ConfigError> {
+        let v = self.value_or(default)?.trim();
+        let ok = schemes.iter().any(|s| {
+            v.len() > s.len() && v.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s))
+        });
+        if ok {
+            Ok(v.to_owned())
+        } else {
+            Err(self.error(reason))
+        }
+    }
+
+    fn socket_addr(&self, default: &str) -> Result<SocketAddr, ConfigError> {
+        self.value_or(default)?.trim().parse().map_err(|_| {
+            self.error("expected IP:port, e.g. 127.0.0.1:8080 or [::1]:8080 (no host names)")
+        })
+    }
+
+    fn duration(&self, default: &str) -> Result<Duration, ConfigError> {
+        parse_duration(self.value_or(default)?)
+            .map_err(|_| self.error("expected a duration such as 500ms, 10s, 2m, 1h or 7d"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(role: Role, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(role, move |k| map.get(k).cloned())
+    }
+
+    fn ok(vars: &[(&str, &str)]) -> Config {
+        cfg(Role::Worker, vars).unwrap()
+    }
+
+    /// Asserts the value is rejected, and that the error names the variable.
+    fn bad(var: &'static str, value: &str) -> ConfigError {
+        let err = cfg(Role::Worker, &[(var, value)])
+            .expect_err(&format!("{var}={value:?} should be rejected"));
+        assert_eq!(err.variable, var);
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("invalid {var}=`")), "{text}");
+        err
+    }
+
+    #[test]
+    fn all_defaults() {
+        let c = ok(&[]);
+        assert_eq!(
+            c.database_url,
+            "postgres://postgres@127.0.0.1:5432/workflows"
+        );
+        assert_eq!(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(c.http_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.metrics_addr, "127.0.0.1:9465".parse().unwrap());
+        assert!(c.allowed_target_cidrs.is_empty());
+        assert_eq!(c.extra_root_ca, None);
+        assert_eq!(
+            c.retry_schedule,
+            RetrySchedule::parse("5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h").unwrap()
+        );
+        assert_eq!(c.delivery_timeout, Duration::from_secs(10));
+        assert_eq!(c.worker_concurrency, 256);
+        assert_eq!(c.secret_key, DEV_SECRET_KEY);
+        assert!(c.secret_key_is_default);
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.log, "info");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.delivery_log_retention, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn error_display_format() {
+        let err = bad("WF_DELIVERY_TIMEOUT", "10");
+        assert_eq!(
+            err.to_string(),
+            "invalid WF_DELIVERY_TIMEOUT=`10`: expected a duration such as 500ms, 10s, 2m, 1h or 7d"
+        );
+    }
+
+    #[test]
+    fn database_url() {
+        assert_eq!(
+            ok(&[("WF_DATABASE_URL", "postgresql://u@db:5432/x")]).database_url,
+            "postgresql://u@db:5432/x"
+        );
+        assert_eq!(
+            ok(&[("WF_DATABASE_URL", "postgres://u:p@db/x")]).database_url,
+            "postgres://u:p@db/x"
+        );
+        bad("WF_DATABASE_URL", "mysql://root@db/x");
+        bad("WF_DATABASE_URL", "postgres://");
+        bad("WF_DATABASE_URL", "");
+        // The password of a rejected URL is masked.
+        let err = bad("WF_DATABASE_URL", "mysql://root:hunter2@db/x");
+        assert_eq!(err.value, "mysql://root:***@db/x");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn amqp_url() {
+        assert_eq!(
+            ok(&[("WF_AMQP_URL", "amqps://u:p@mq:5671/vh")]).amqp_url,
+            "amqps://u:p@mq:5671/vh"
+        );
+        assert_eq!(ok(&[("WF_AMQP_URL", "amqp://mq")]).amqp_url, "amqp://mq");
+        bad("WF_AMQP_URL", "http://mq:15672");
+        bad("WF_AMQP_URL", "");
+        let err = bad("WF_AMQP_URL", "amq://guest:s3cret@mq/");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn http_addr() {
+        assert_eq!(
+            ok(&[("WF_HTTP_ADDR", "0.0.0.0:80")]).http_addr,
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(
+            ok(&[("WF_HTTP_ADDR", "[::1]:8081")]).http_addr,
+            "[::1]:8081".parse().unwrap()
+        );
+        bad("WF_HTTP_ADDR", "localhost:8080");
+        bad("WF_HTTP_ADDR", "8080");
+        bad("WF_HTTP_ADDR", "");
+    }
+
+    #[test]
+    fn metrics_addr_defaults_by_role() {
+        let addr = |role| cfg(role, &[]).unwrap().metrics_addr;
+        assert_eq!(addr(Role::Ingestor), "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(addr(Role::Worker), "127.0.0.1:9465".parse().unwrap());
+        assert_eq!(addr(Role::Cli), "127.0.0.1:9465".parse().unwrap());
+        assert_eq!(
+            cfg(Role::Ingestor, &[("WF_METRICS_ADDR", "0.0.0.0:9100")])
+                .unwrap()
+                .metrics_addr,
+            "0.0.0.0:9100".parse().unwrap()
+        );
+        bad("WF_METRICS_ADDR", "0.0.0.0");
+        bad("WF_METRICS_ADDR", "127.0.0.1:99999");
+        bad("WF_METRICS_ADDR", "");
+    }
+
+    #[test]
+    fn allowed_target_cidrs() {
+        let c = ok(&[("WF_ALLOWED_TARGET_CIDRS", "127.0.0.0/8, ::1/128,10.1.2.3")]);
+        assert_eq!(c.allowed_target_cidrs.nets().len(), 3);
+        assert!(c
+            .allowed_target_cidrs
+            .contains("127.0.0.1".parse().unwrap()));
+        assert!(c.allowed_target_cidrs.contains("10.1.2.3".parse().unwrap()));
+        // Empty means unset for this variable.
+        assert!(ok(&[("WF_ALLOWED_TARGET_CIDRS", "")])
+            .allowed_target_cidrs
+            .is_empty());
+        let err = bad("WF_ALLOWED_TARGET_CIDRS", "127.0.0.0/8,not-a-net");
+        assert!(err.reason.contains("not-a-net"), "{err}");
+        bad("WF_ALLOWED_TARGET_CIDRS", "10.0.0.0/33");
+    }
+
+    #[test]
+    fn extra_root_ca() {
+        assert_eq!(
+            ok(&[("WF_EXTRA_ROOT_CA", "/etc/wf/ca.pem")]).extra_root_ca,
+            Some(PathBuf::from("/etc/wf/ca.pem"))
+        );
+        // Empty means unset; no file I/O happens here, so a missing file is not an error.
+        assert_eq!(ok(&[("WF_EXTRA_ROOT_CA", "")]).extra_root_ca, None);
+        assert_eq!(
+            ok(&[("WF_EXTRA_ROOT_CA", "/does/not/exist.pem")]).extra_root_ca,
+            Some(PathBuf::from("/does/not/exist.pem"))
+        );
+    }
+
+    #[test]
+    fn retry_schedule() {
+        let c = ok(&[("WF_RETRY_SCHEDULE", "1s,2s, 5m")]);
+        assert_eq!(
+            c.retry_schedule.delays(),
+            &[
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(300)
+            ]
+        );
+        bad("WF_RETRY_SCHEDULE", "5s,,2m");
+        bad("WF_RETRY_SCHEDULE", "0s");
+        bad("WF_RETRY_SCHEDULE", "5 seconds");
+        bad("WF_RETRY_SCHEDULE", "");
+    }
+
+    #[test]
+    fn delivery_timeout() {
+        assert_eq!(
+            ok(&[("WF_DELIVERY_TIMEOUT", "2500ms")]).delivery_timeout,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            ok(&[("WF_DELIVERY_TIMEOUT", "24m")]).delivery_timeout,
+            Duration::from_secs(24 * 60)
+        );
+        bad("WF_DELIVERY_TIMEOUT", "10");
+        bad("WF_DELIVERY_TIMEOUT", "0s");
+        let err = bad("WF_DELIVERY_TIMEOUT", "25m");
+        assert!(err.reason.contains("consumer_timeout"), "{err}");
+        bad("WF_DELIVERY_TIMEOUT", "1h");
+        bad("WF_DELIVERY_TIMEOUT", "");
+    }
+
+    #[test]
+    fn worker_concurrency() {
+        assert_eq!(ok(&[("WF_WORKER_CONCURRENCY", "1")]).worker_concurrency, 1);
+        assert_eq!(
+            ok(&[("WF_WORKER_CONCURRENCY", "65535")]).worker_concurrency,
+            65535
+        );
+        for v in ["0", "65536", "-1", "lots", "1.5", ""] {
+            bad("WF_WORKER_CONCURRENCY", v);
+        }
+    }
+
+    #[test]
+    fn secret_key() {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        let key = [7u8; 32];
+        let c = ok(&[("WF_SECRET_KEY", &STANDARD.encode(key))]);
+        assert_eq!(c.secret_key, key);
+        assert!(!c.secret_key_is_default);
+        assert!(c.warnings().is_empty());
+        assert_eq!(
+            ok(&[("WF_SECRET_KEY", &STANDARD_NO_PAD.encode(key))]).secret_key,
+            key
+        );
+        // Explicitly configuring the public development key still counts as the default.
+        assert!(ok(&[("WF_SECRET_KEY", &STANDARD.encode(DEV_SECRET_KEY))]).secret_key_is_default);
+
+        let short = STANDARD.encode([1u8; 16]);
+        let long = STANDARD.encode([1u8; 33]);
+        for v in [short.as_str(), long.as_str(), "!!!not base64!!!", ""] {
+            let err = bad("WF_SECRET_KEY", v);
+            assert_eq!(err.value, "<redacted>");
+            let text = err.to_string();
+            assert!(text.contains("`<redacted>`"), "{text}");
+            if !v.is_empty() {
+                assert!(!text.contains(v), "{text}");
+            }
+        }
+        assert!(bad("WF_SECRET_KEY", &short).reason.contains("16 bytes"));
+    }
+
+    #[test]
+    fn queue_type() {
+        assert_eq!(
+            ok(&[("WF_QUEUE_TYPE", "classic")]).queue_type,
+            QueueType::Classic
+        );
+        assert_eq!(
+            ok(&[("WF_QUEUE_TYPE", "quorum")]).queue_type,
+            QueueType::Quorum
+        );
+        bad("WF_QUEUE_TYPE", "stream");
+        bad("WF_QUEUE_TYPE", "");
+        assert_eq!(QueueType::Classic.as_str(), "classic");
+    }
+
+    #[test]
+    fn shutdown_grace() {
+        assert_eq!(
+            ok(&[("WF_SHUTDOWN_GRACE", "2m")]).shutdown_grace,
+            Duration::from_secs(120)
+        );
+        // Zero is allowed: hand everything back at once.
+        assert_eq!(
+            ok(&[("WF_SHUTDOWN_GRACE", "0s")]).shutdown_grace,
+            Duration::ZERO
+        );
+        bad("WF_SHUTDOWN_GRACE", "30");
+        bad("WF_SHUTDOWN_GRACE", "-1s");
+        bad("WF_SHUTDOWN_GRACE", "");
+    }
+
+    #[test]
+    fn log() {
+        assert_eq!(
+            ok(&[("WF_LOG", "wf_worker=debug,info")]).log,
+            "wf_worker=debug,info"
+        );
+        bad("WF_LOG", "");
+        bad("WF_LOG", "  ");
+    }
+
+    #[test]
+    fn log_format() {
+        assert_eq!(ok(&[("WF_LOG_FORMAT", "json")]).log_format, LogFormat::Json);
+        assert_eq!(ok(&[("WF_LOG_FORMAT", "text")]).log_format, LogFormat::Text);
+        bad("WF_LOG_FORMAT", "yaml");
+        bad("WF_LOG_FORMAT", "");
+    }
+
+    #[test]
+    fn delivery_log_retention() {
+        assert_eq!(
+            ok(&[("WF_DELIVERY_LOG_RETENTION", "30d")]).delivery_log_retention,
+            Duration::from_secs(30 * 86_400)
+        );
+        bad("WF_DELIVERY_LOG_RETENTION", "0d");
+        bad("WF_DELIVERY_LOG_RETENTION", "week");
+        bad("WF_DELIVERY_LOG_RETENTION", "");
+    }
+
+    #[test]
+    fn warnings() {
+        let w = ok(&[]).warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("WF_SECRET_KEY"), "{w:?}");
+
+        let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let w = ok(&[
+            ("WF_SECRET_KEY", key.as_str()),
+            ("WF_ALLOWED_TARGET_CIDRS", "127.0.0.0/8,::1/128"),
+        ])
+        .warnings();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("WF_ALLOWED_TARGET_CIDRS"), "{w:?}");
+        assert!(
+            w[0].contains("127.0.0.0/8") && w[0].contains("::1/128"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let c = ok(&[
+            ("WF_SECRET_KEY", key.as_str()),
+            ("WF_AMQP_URL", "amqp://guest:topsecret@mq/"),
+        ]);
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("topsecret"), "{dbg}");
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+        assert!(!dbg.contains("9, 9, 9"), "{dbg}");
+    }
+
+    #[test]
+    fn redacts_url_passwords() {
+        assert_eq!(
+            redact_url_password("amqp://u:p@h/%2f"),
+            "amqp://u:***@h/%2f"
+        );
+        assert_eq!(
+            redact_url_password("postgres://u@h/db"),
+            "postgres://u@h/db"
+        );
+        assert_eq!(
+            redact_url_password("postgres://h/db?x=a@b"),
+            "postgres://h/db?x=a@b"
+        );
+        assert_eq!(redact_url_password("no scheme"), "no scheme");
     }
 }

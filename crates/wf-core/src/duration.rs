@@ -36,12 +36,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, InvalidDuration> {
         .ok_or_else(err)
 }
 
-/// Formats in the largest unit that divides the duration exactly (`2m`, `90s`, `1500ms`).
-/// Retry queue names are built from this, so it is part of the topology's contract.
+/// Formats in the largest unit up to hours that divides the duration exactly (`2m`, `90s`,
+/// `1500ms`, `24h`). Retry queue names are built from this, so it is part of the
+/// topology's contract: the default schedule's last tier is `workflows.retry.24h`, as an
+/// operator wrote it, not `1d`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, per) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms != 0 && ms % per == 0 {
+    for (unit, per) in [("h", 3_600_000u128), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms.is_multiple_of(per) {
             return format!("{}{unit}", ms / per);
         }
     }
@@ -128,7 +130,16 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
-        for bad in ["", "5", "s", "5 s", "-5s", "1.5s", "5sec", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5 s",
+            "-5s",
+            "1.5s",
+            "5sec",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -138,7 +149,8 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(120)), "2m");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
+        assert_eq!(format_duration(Duration::from_secs(86_400)), "24h");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "168h");
     }
 
     #[test]

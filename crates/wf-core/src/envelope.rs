@@ -121,8 +121,8 @@ impl Event {
         if body.len() > MAX_EVENT_BYTES {
             return Err(EventRejection::TooLarge);
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| EventRejection::InvalidJson(e.to_string()))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| EventRejection::InvalidJson(e.to_string()))?;
         Event::from_value(value, None, message_id)
     }
 
@@ -169,9 +169,7 @@ impl Event {
         };
         let timestamp = match raw.timestamp {
             None | Some(Value::Null) => now_ms(),
-            Some(Value::String(s)) => {
-                parse_rfc3339(&s).ok_or(EventRejection::InvalidTimestamp)?
-            }
+            Some(Value::String(s)) => parse_rfc3339(&s).ok_or(EventRejection::InvalidTimestamp)?,
             Some(_) => return Err(EventRejection::InvalidTimestamp),
         };
         let data = match raw.data {
@@ -242,26 +240,49 @@ mod tests {
             (br#"{"event":"alert.created"}"#, "missing_org_id"),
             (br#"{"event":"alert.created","orgId":""}"#, "missing_org_id"),
             (br#"{"event":"alert.created","orgId":5}"#, "invalid_org_id"),
-            (br#"{"event":"alert.created","orgId":"o","timestamp":"x"}"#, "invalid_timestamp"),
-            (br#"{"event":"alert.created","orgId":"o","data":[1]}"#, "invalid_data"),
-            (br#"{"event":"alert.created","orgId":"o","id":"a b"}"#, "invalid_id"),
+            (
+                br#"{"event":"alert.created","orgId":"o","timestamp":"x"}"#,
+                "invalid_timestamp",
+            ),
+            (
+                br#"{"event":"alert.created","orgId":"o","data":[1]}"#,
+                "invalid_data",
+            ),
+            (
+                br#"{"event":"alert.created","orgId":"o","id":"a b"}"#,
+                "invalid_id",
+            ),
         ];
         for (body, reason) in cases {
             let err = Event::from_amqp(body, None).unwrap_err();
             assert_eq!(err.reason(), reason, "{}", String::from_utf8_lossy(body));
         }
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
-        assert_eq!(Event::from_amqp(&big, None).unwrap_err().reason(), "too_large");
+        assert_eq!(
+            Event::from_amqp(&big, None).unwrap_err().reason(),
+            "too_large"
+        );
     }
 
     #[test]
     fn ids_from_body_then_property_then_minted() {
         let body = br#"{"event":"csv.uploaded","orgId":"org_a"}"#;
-        assert_eq!(Event::from_amqp(body, Some("evt_m")).unwrap().id.as_str(), "evt_m");
-        assert!(Event::from_amqp(body, None).unwrap().id.as_str().starts_with("evt_"));
+        assert_eq!(
+            Event::from_amqp(body, Some("evt_m")).unwrap().id.as_str(),
+            "evt_m"
+        );
+        assert!(Event::from_amqp(body, None)
+            .unwrap()
+            .id
+            .as_str()
+            .starts_with("evt_"));
         let org = OrgId::parse("org_key").unwrap();
-        let e = Event::from_value(json!({"event":"csv.uploaded","orgId":"org_other"}), Some(&org), None)
-            .unwrap();
+        let e = Event::from_value(
+            json!({"event":"csv.uploaded","orgId":"org_other"}),
+            Some(&org),
+            None,
+        )
+        .unwrap();
         assert_eq!(e.org_id, org);
     }
 }

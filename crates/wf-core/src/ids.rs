@@ -158,8 +158,14 @@ mod tests {
         let e = EventId::parse("evt_1").unwrap();
         let w1 = WebhookId::parse("whk_1").unwrap();
         let w2 = WebhookId::parse("whk_2").unwrap();
-        assert_eq!(DeliveryId::derive(&o, &e, &w1), DeliveryId::derive(&o, &e, &w1));
-        assert_ne!(DeliveryId::derive(&o, &e, &w1), DeliveryId::derive(&o, &e, &w2));
+        assert_eq!(
+            DeliveryId::derive(&o, &e, &w1),
+            DeliveryId::derive(&o, &e, &w1)
+        );
+        assert_ne!(
+            DeliveryId::derive(&o, &e, &w1),
+            DeliveryId::derive(&o, &e, &w2)
+        );
         let d = DeliveryId::derive(&o, &e, &w1);
         assert!(DeliveryId::parse(d.as_str()).is_ok());
     }

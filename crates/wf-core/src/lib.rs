@@ -15,6 +15,7 @@ pub mod messages;
 pub mod signing;
 pub mod time;
 pub mod url_policy;
+pub mod views;
 
 /// Product version, sent in `User-Agent: WorkFlows-Webhooks/<version>`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
