@@ -1,1 +1,39 @@
-//! placeholder
+//! Postgres persistence for the WorkFlows webhook system — the only crate that knows SQL.
+//!
+//! Postgres is the system of record for organisations, API keys, webhooks, event
+//! idempotency and the delivery log (work in progress lives in RabbitMQ). This crate
+//! owns:
+//!
+//! - [`migrate`]: creates the database if needed and applies `migrations/` under an
+//!   advisory lock, so every replica can run it at start-up;
+//! - [`Store`]: a pooled handle with one method per query the services need, returning
+//!   plain records ([`Webhook`], [`Delivery`], …) with times truncated to milliseconds;
+//! - [`listen_changes`]: a [`ChangeFeed`] of which organisations' webhooks changed, for
+//!   the workers' subscription caches.
+//!
+//! Security properties kept here: API keys are stored only as SHA-256 hashes; webhook
+//! secrets are encrypted at rest with ChaCha20-Poly1305 under `WF_SECRET_KEY`; every
+//! management query is scoped by organisation, answering `None` for another
+//! organisation's rows exactly as for missing ones.
+//!
+//! Errors are one [`StoreError`], whose [`is_retryable`](StoreError::is_retryable) tells
+//! a caller whether to back off and retry or to report.
+#![forbid(unsafe_code)]
+
+mod crypto;
+mod cursor;
+mod error;
+mod feed;
+mod migrate;
+mod store;
+mod types;
+
+pub use error::StoreError;
+pub use feed::{listen_changes, ChangeEvent, ChangeFeed, CHANNEL};
+pub use migrate::migrate;
+pub use store::keys::API_KEY_PREFIX;
+pub use store::{Store, MAX_PAGE_SIZE};
+pub use types::{
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, EventRecord, NewDelivery, NewWebhook,
+    Page, Subscription, UnknownStatus, Webhook, WebhookPatch,
+};

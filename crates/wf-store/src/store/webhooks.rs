@@ -1,0 +1,392 @@
+//! Webhooks (management side) and subscriptions (worker side).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use wf_core::events::EventType;
+use wf_core::ids::{OrgId, WebhookId};
+use wf_core::signing::WebhookSecret;
+
+use super::keys::ensure_org_on;
+use super::{col, ms, page_limit, parse_col, Store};
+use crate::{cursor, NewWebhook, Page, StoreError, Subscription, Webhook, WebhookPatch};
+
+/// The columns [`webhook_from_row`] reads, in one place so every statement agrees.
+macro_rules! webhook_cols {
+    () => {
+        "id, org_id, name, url, events, is_active, disabled_reason, created_at, updated_at"
+    };
+}
+
+/// The columns [`Store::subscription_from_row`] reads. The previous secret is returned only
+/// while it is valid, so no caller can sign with an expired one.
+macro_rules! subscription_cols {
+    () => {
+        "id, org_id, url, secret_ciphertext, \
+         CASE WHEN previous_expires_at > now() THEN previous_secret_ciphertext END \
+         AS previous_secret_ciphertext"
+    };
+}
+
+fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
+    Ok(Webhook {
+        id: parse_col(row, "id", WebhookId::parse)?,
+        org_id: parse_col(row, "org_id", OrgId::parse)?,
+        name: col(row, "name")?,
+        url: col(row, "url")?,
+        events: col(row, "events")?,
+        is_active: col(row, "is_active")?,
+        disabled_reason: col(row, "disabled_reason")?,
+        created_at: ms(col(row, "created_at")?),
+        updated_at: ms(col(row, "updated_at")?),
+    })
+}
+
+fn webhooks_page(rows: &[Row], limit: i64) -> Result<Page<Webhook>, StoreError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let has_more = rows.len() > limit;
+    let rows = &rows[..rows.len().min(limit)];
+    let items = rows
+        .iter()
+        .map(webhook_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = match rows.last() {
+        Some(last) if has_more => {
+            // The raw timestamp (µs), not the truncated one shown: the keyset must match
+            // the stored value exactly.
+            let at: DateTime<Utc> = col(last, "created_at")?;
+            let id: &str = col(last, "id")?;
+            Some(cursor::encode(at, id))
+        }
+        _ => None,
+    };
+    Ok(Page { items, next_cursor })
+}
+
+impl Store {
+    /// Creates a webhook with a fresh secret, returned here once (it is stored encrypted
+    /// and only ever decrypted for signing). Creates the organisation if needed.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn create_webhook(
+        &self,
+        org: &OrgId,
+        new: NewWebhook,
+    ) -> Result<(Webhook, WebhookSecret), StoreError> {
+        let id = WebhookId::generate();
+        let secret = WebhookSecret::generate();
+        let sealed = self.secrets.seal(&id, &secret)?;
+        let client = self.conn().await?;
+        ensure_org_on(&client, org).await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "INSERT INTO webhooks (id, org_id, name, url, events, is_active, secret_ciphertext, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 date_trunc('milliseconds', now()), date_trunc('milliseconds', now())) \
+                 RETURNING ",
+                webhook_cols!()
+            ))
+            .await?;
+        let row = client
+            .query_one(
+                &stmt,
+                &[
+                    &id.as_str(),
+                    &org.as_str(),
+                    &new.name,
+                    &new.url,
+                    &new.events,
+                    &new.is_active,
+                    &sealed,
+                ],
+            )
+            .await?;
+        Ok((webhook_from_row(&row)?, secret))
+    }
+
+    /// One webhook of `org`; `None` if it does not exist or belongs to another
+    /// organisation (the API answers 404 for both).
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn get_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                webhook_cols!(),
+                " FROM webhooks WHERE id = $1 AND org_id = $2"
+            ))
+            .await?;
+        let row = client
+            .query_opt(&stmt, &[&id.as_str(), &org.as_str()])
+            .await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    /// The webhooks of `org`, oldest first, `limit` (1..=1000) at a time.
+    ///
+    /// Keyset pagination on `(created_at, id)`: `cursor` is the `next_cursor` of the
+    /// previous page; a page never repeats or skips a row that existed throughout.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidCursor`] for a cursor this listing did not issue;
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn list_webhooks(
+        &self,
+        org: &OrgId,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Webhook>, StoreError> {
+        let after = cursor
+            .map(|c| cursor::decode(c, WebhookId::parse))
+            .transpose()?;
+        let limit = page_limit(limit);
+        let client = self.conn().await?;
+        let rows = match &after {
+            None => {
+                let stmt = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        webhook_cols!(),
+                        " FROM webhooks WHERE org_id = $1 ORDER BY created_at, id LIMIT $2"
+                    ))
+                    .await?;
+                client.query(&stmt, &[&org.as_str(), &(limit + 1)]).await?
+            }
+            Some((at, id)) => {
+                let stmt = client
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        webhook_cols!(),
+                        " FROM webhooks WHERE org_id = $1 AND (created_at, id) > ($3, $4) \
+                         ORDER BY created_at, id LIMIT $2"
+                    ))
+                    .await?;
+                client
+                    .query(&stmt, &[&org.as_str(), &(limit + 1), at, &id.as_str()])
+                    .await?
+            }
+        };
+        webhooks_page(&rows, limit)
+    }
+
+    /// Applies `patch` to a webhook of `org` and returns it before and after, so the
+    /// caller can tell which lifecycle events to emit (`webhook.enabled`/`disabled`).
+    /// Setting `is_active` to true clears `disabled_reason`. An empty patch writes nothing.
+    ///
+    /// `None` when the webhook does not exist or belongs to another organisation.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn update_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        patch: WebhookPatch,
+    ) -> Result<Option<(Webhook, Webhook)>, StoreError> {
+        if patch.is_empty() {
+            return Ok(self.get_webhook(org, id).await?.map(|w| (w.clone(), w)));
+        }
+        let mut client = self.conn().await?;
+        // Lock the row so "before" is exactly the state this update replaced, even with a
+        // concurrent PATCH or a system disable.
+        let tx = client.transaction().await?;
+        let select = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                webhook_cols!(),
+                " FROM webhooks WHERE id = $1 AND org_id = $2 FOR UPDATE"
+            ))
+            .await?;
+        let Some(before) = tx
+            .query_opt(&select, &[&id.as_str(), &org.as_str()])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let update = tx
+            .prepare_cached(concat!(
+                "UPDATE webhooks SET \
+                 name = COALESCE($2::text, name), \
+                 url = COALESCE($3::text, url), \
+                 events = COALESCE($4::text[], events), \
+                 is_active = COALESCE($5::boolean, is_active), \
+                 disabled_reason = CASE WHEN $5::boolean THEN NULL ELSE disabled_reason END, \
+                 updated_at = date_trunc('milliseconds', now()) \
+                 WHERE id = $1 RETURNING ",
+                webhook_cols!()
+            ))
+            .await?;
+        let after = tx
+            .query_one(
+                &update,
+                &[
+                    &id.as_str(),
+                    &patch.name,
+                    &patch.url,
+                    &patch.events,
+                    &patch.is_active,
+                ],
+            )
+            .await?;
+        let pair = (webhook_from_row(&before)?, webhook_from_row(&after)?);
+        tx.commit().await?;
+        Ok(Some(pair))
+    }
+
+    /// Deletes a webhook of `org` and returns what it was. Its delivery log rows stay
+    /// (there is no foreign key, see the migration) but are unreachable through the API
+    /// and age out with [`prune_deliveries`](Store::prune_deliveries); workers drop its
+    /// queued deliveries because [`subscription`](Store::subscription) no longer finds it.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn delete_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "DELETE FROM webhooks WHERE id = $1 AND org_id = $2 RETURNING ",
+                webhook_cols!()
+            ))
+            .await?;
+        let row = client
+            .query_opt(&stmt, &[&id.as_str(), &org.as_str()])
+            .await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    /// Replaces the secret of a webhook of `org` and returns the new one. The old secret
+    /// becomes `previous_secret` for 24 hours, so receivers verifying Standard Webhooks
+    /// signatures can roll over; a second rotation within that window replaces it.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn rotate_secret(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+    ) -> Result<Option<WebhookSecret>, StoreError> {
+        let secret = WebhookSecret::generate();
+        let sealed = self.secrets.seal(id, &secret)?;
+        let client = self.conn().await?;
+        // SET expressions read the row as it was, so the old secret moves over intact.
+        // 24 hours of overlap is the contract (SPEC §5).
+        let stmt = client
+            .prepare_cached(
+                "UPDATE webhooks SET \
+                 previous_secret_ciphertext = secret_ciphertext, \
+                 previous_expires_at = now() + interval '24 hours', \
+                 secret_ciphertext = $3, \
+                 updated_at = date_trunc('milliseconds', now()) \
+                 WHERE id = $1 AND org_id = $2 RETURNING id",
+            )
+            .await?;
+        let row = client
+            .query_opt(&stmt, &[&id.as_str(), &org.as_str(), &sealed])
+            .await?;
+        Ok(row.map(|_| secret))
+    }
+
+    /// Disables a webhook on the system's initiative (e.g. its endpoint answered 410 Gone),
+    /// recording why. Returns the webhook after the change, or `None` if it is missing or
+    /// already inactive — so only one of several concurrent workers emits
+    /// `webhook.disabled`.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn disable_webhook(
+        &self,
+        id: &WebhookId,
+        reason: &str,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "UPDATE webhooks SET is_active = false, disabled_reason = $2, \
+                 updated_at = date_trunc('milliseconds', now()) \
+                 WHERE id = $1 AND is_active RETURNING ",
+                webhook_cols!()
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&id.as_str(), &reason]).await?;
+        row.as_ref().map(webhook_from_row).transpose()
+    }
+
+    /// The active webhooks of `org` subscribed to `event`, exactly (`alert.created`) or by
+    /// category wildcard (`alert.*`), with their decrypted secrets, oldest first.
+    ///
+    /// The match is done in SQL with array overlap (`events && ARRAY[event, prefix.*]`),
+    /// which is exactly [`wf_core::events::EventFilters::matches`] for validated filters.
+    ///
+    /// # Errors
+    /// [`StoreError::Crypto`] when a secret cannot be decrypted (wrong `WF_SECRET_KEY`);
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn subscriptions(
+        &self,
+        org: &OrgId,
+        event: EventType,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                subscription_cols!(),
+                " FROM webhooks WHERE org_id = $1 AND is_active \
+                 AND events && ARRAY[$2::text, $3::text] ORDER BY created_at, id"
+            ))
+            .await?;
+        let wildcard = format!("{}.*", event.prefix());
+        let rows = client
+            .query(&stmt, &[&org.as_str(), &event.as_str(), &wildcard])
+            .await?;
+        rows.iter().map(|r| self.subscription_from_row(r)).collect()
+    }
+
+    /// One active webhook, for a worker about to deliver to it; `None` when it was deleted
+    /// or disabled meanwhile (the delivery is then dropped).
+    ///
+    /// # Errors
+    /// [`StoreError::Crypto`] when its secret cannot be decrypted;
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn subscription(&self, id: &WebhookId) -> Result<Option<Subscription>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                subscription_cols!(),
+                " FROM webhooks WHERE id = $1 AND is_active"
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&id.as_str()]).await?;
+        row.as_ref()
+            .map(|r| self.subscription_from_row(r))
+            .transpose()
+    }
+
+    fn subscription_from_row(&self, row: &Row) -> Result<Subscription, StoreError> {
+        let webhook_id = parse_col(row, "id", WebhookId::parse)?;
+        let secret = self
+            .secrets
+            .open(&webhook_id, col(row, "secret_ciphertext")?)?;
+        let previous_secret = col::<Option<&[u8]>>(row, "previous_secret_ciphertext")?
+            .map(|sealed| self.secrets.open(&webhook_id, sealed))
+            .transpose()?;
+        Ok(Subscription {
+            org_id: parse_col(row, "org_id", OrgId::parse)?,
+            url: col(row, "url")?,
+            webhook_id,
+            secret,
+            previous_secret,
+        })
+    }
+}

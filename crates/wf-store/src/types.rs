@@ -1,0 +1,224 @@
+//! The records the store reads and writes. They carry no SQL; callers build API objects
+//! and queue messages from them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use wf_core::events::EventType;
+use wf_core::ids::{ApiKeyId, DeliveryId, EventId, OrgId, WebhookId};
+use wf_core::signing::WebhookSecret;
+
+/// One page of a keyset-paginated listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Opaque; pass it back to get the next page. `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An API key's public record. The token itself is never stored, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    /// Every request authenticated with this key is scoped to this organisation.
+    pub org_id: OrgId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    /// Set once; a revoked key never authenticates again.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A webhook to create; the caller has already validated every field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    pub name: String,
+    pub url: String,
+    /// Event types and category wildcards (`alert.*`), de-duplicated.
+    pub events: Vec<String>,
+    pub is_active: bool,
+}
+
+/// A partial update: `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookPatch {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    /// `Some(true)` also clears `disabled_reason`: a user re-enabling a webhook the system
+    /// disabled takes responsibility for it again.
+    pub is_active: Option<bool>,
+}
+
+impl WebhookPatch {
+    /// Whether the patch changes nothing (then no write, and `updated_at` stays).
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.url.is_none()
+            && self.events.is_none()
+            && self.is_active.is_none()
+    }
+}
+
+/// A webhook as the management API shows it (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub is_active: bool,
+    /// Why the *system* disabled it (e.g. the endpoint answered 410 Gone); `None` when a
+    /// user disabled it or it is active.
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a worker needs to deliver to one active webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub webhook_id: WebhookId,
+    pub org_id: OrgId,
+    pub url: String,
+    /// Signs every delivery.
+    pub secret: WebhookSecret,
+    /// The secret before the last rotation, only while it has not expired (24 h after the
+    /// rotation): it adds a second Standard Webhooks signature so receivers can switch
+    /// keys without dropping deliveries. The expiry is evaluated when the row is read, so a
+    /// cache holding this value should be refreshed at least every few minutes.
+    pub previous_secret: Option<WebhookSecret>,
+}
+
+/// Outcome of [`Store::record_event`](crate::Store::record_event).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventRecord {
+    /// First time this (organisation, event id) was seen in the last 24 hours: publish it.
+    New,
+    /// Seen before: answer with the stored response. `published` is false when the first
+    /// request never got its publish confirmed (it crashed or failed), in which case the
+    /// caller should publish again — delivery is at least once.
+    Existing {
+        published: bool,
+        response: serde_json::Value,
+    },
+}
+
+/// A delivery to log as `pending` when an event is fanned out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub org_id: OrgId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event: EventType,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Logged, no attempt finished yet.
+    Pending,
+    /// An attempt got a 2xx.
+    Delivered,
+    /// The last attempt failed and a retry is scheduled.
+    Failed,
+    /// The last retry failed; the message is in the dead-letter queue.
+    Dead,
+}
+
+impl DeliveryStatus {
+    /// Every status, for query-parameter help texts.
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Dead,
+    ];
+
+    /// The wire and column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    /// Parses the exact wire value; anything else is `None`.
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a string that is not a delivery status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery status `{0}` (expected pending, delivered, failed or dead)")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for DeliveryStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeliveryStatus::parse(s).ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// The outcome of one HTTP attempt, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub delivery_id: DeliveryId,
+    /// The delivery's identity again, so the row can be created if the worker's
+    /// `insert_deliveries` has not landed yet (batches may be written in any order).
+    pub org_id: OrgId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event: EventType,
+    /// 1, 2, … — must keep increasing across retries of one delivery: an attempt number
+    /// already recorded is ignored, and the delivery's status follows the highest one.
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u32,
+    /// The start of the response body, for debugging (stored capped at 1 KiB).
+    pub response_snippet: Option<String>,
+    /// The delivery's status after this attempt.
+    pub new_status: DeliveryStatus,
+}
+
+/// A delivery with its attempts, as the management API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub org_id: OrgId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event: EventType,
+    pub status: DeliveryStatus,
+    /// In attempt order (1, 2, …).
+    pub attempts: Vec<Attempt>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One recorded HTTP attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u32,
+    pub response_snippet: Option<String>,
+}
