@@ -1,0 +1,284 @@
+//! The exchanges, queues and bindings of SPEC §6, as data and as declarations.
+
+use crate::error::BrokerError;
+use crate::names;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use wf_core::config::QueueType;
+
+/// How many times a quorum work queue redelivers one message before dead-lettering it
+/// (`x-delivery-limit`). The guard against a poison message that crashes every worker
+/// that takes it: without it such a message would cycle forever. Generous, because a
+/// graceful shutdown hands in-flight messages back, which counts as a redelivery too.
+pub const DELIVERY_LIMIT: i64 = 20;
+
+/// What to declare. Built from configuration (`WF_QUEUE_TYPE`, `WF_RETRY_SCHEDULE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// `x-queue-type` of every declared queue.
+    pub queue_type: QueueType,
+    /// The retry delays; one queue `workflows.retry.<delay>` per distinct delay.
+    pub retry_delays: Vec<Duration>,
+}
+
+#[derive(Debug, PartialEq)]
+struct QueueSpec {
+    name: String,
+    args: FieldTable,
+}
+
+struct ExchangeSpec {
+    name: &'static str,
+    kind: ExchangeKind,
+}
+
+struct BindingSpec {
+    queue: String,
+    exchange: &'static str,
+    routing_key: &'static str,
+}
+
+fn exchanges() -> [ExchangeSpec; 3] {
+    [
+        ExchangeSpec {
+            name: names::EVENTS_EXCHANGE,
+            kind: ExchangeKind::Topic,
+        },
+        ExchangeSpec {
+            name: names::DELIVERIES_EXCHANGE,
+            kind: ExchangeKind::Direct,
+        },
+        ExchangeSpec {
+            name: names::DEAD_EXCHANGE,
+            kind: ExchangeKind::Fanout,
+        },
+    ]
+}
+
+fn bindings() -> [BindingSpec; 3] {
+    [
+        BindingSpec {
+            queue: names::FANOUT_QUEUE.to_owned(),
+            exchange: names::EVENTS_EXCHANGE,
+            routing_key: "#",
+        },
+        BindingSpec {
+            queue: names::DELIVERIES_QUEUE.to_owned(),
+            exchange: names::DELIVERIES_EXCHANGE,
+            routing_key: names::DELIVERY_ROUTING_KEY,
+        },
+        BindingSpec {
+            queue: names::DEAD_QUEUE.to_owned(),
+            exchange: names::DEAD_EXCHANGE,
+            routing_key: "",
+        },
+    ]
+}
+
+fn string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes()))
+}
+
+/// Arguments every queue of the given type carries.
+fn base_args(queue_type: QueueType) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), string(queue_type.as_str()));
+    args
+}
+
+/// Dead-letter settings. On quorum queues dead-lettering is made at-least-once, which
+/// RabbitMQ only honours together with `x-overflow: reject-publish` (without it the
+/// strategy silently falls back to at-most-once, and a retry could be lost).
+fn dead_letter(args: &mut FieldTable, queue_type: QueueType, exchange: &str, routing_key: &str) {
+    args.insert("x-dead-letter-exchange".into(), string(exchange));
+    args.insert("x-dead-letter-routing-key".into(), string(routing_key));
+    if queue_type == QueueType::Quorum {
+        args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+        args.insert("x-overflow".into(), string("reject-publish"));
+    }
+}
+
+/// A work queue: dead-letters poison messages to `exchange`/`routing_key`; on quorum
+/// queues after [`DELIVERY_LIMIT`] redeliveries.
+fn work_queue(name: &str, queue_type: QueueType, exchange: &str, routing_key: &str) -> QueueSpec {
+    let mut args = base_args(queue_type);
+    dead_letter(&mut args, queue_type, exchange, routing_key);
+    if queue_type == QueueType::Quorum {
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DELIVERY_LIMIT),
+        );
+    }
+    QueueSpec {
+        name: name.to_owned(),
+        args,
+    }
+}
+
+fn queues(t: &Topology) -> Vec<QueueSpec> {
+    let qt = t.queue_type;
+    let mut queues = vec![
+        // A poison event lands with the invalid ones (dead-lettered through the default
+        // exchange, straight into the queue named by the routing key).
+        work_queue(names::FANOUT_QUEUE, qt, "", names::INVALID_QUEUE),
+        work_queue(
+            names::DELIVERIES_QUEUE,
+            qt,
+            names::DEAD_EXCHANGE,
+            names::DELIVERY_ROUTING_KEY,
+        ),
+        QueueSpec {
+            name: names::DEAD_QUEUE.to_owned(),
+            args: base_args(qt),
+        },
+        QueueSpec {
+            name: names::INVALID_QUEUE.to_owned(),
+            args: base_args(qt),
+        },
+    ];
+    let delays: BTreeSet<Duration> = t.retry_delays.iter().copied().collect();
+    for delay in delays {
+        let mut args = base_args(qt);
+        let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        // Must be an integer type: a string TTL is rejected with PRECONDITION_FAILED.
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+        dead_letter(
+            &mut args,
+            qt,
+            names::DELIVERIES_EXCHANGE,
+            names::DELIVERY_ROUTING_KEY,
+        );
+        queues.push(QueueSpec {
+            name: names::retry_queue(delay),
+            args,
+        });
+    }
+    queues
+}
+
+/// Declares everything on `channel`. Stops at the first failure: a refused declaration
+/// closes the channel anyway.
+pub(crate) async fn declare(channel: &Channel, t: &Topology) -> Result<(), BrokerError> {
+    for ex in exchanges() {
+        channel
+            .exchange_declare(
+                ex.name.into(),
+                ex.kind,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| BrokerError::on_object("exchange.declare", "exchange", ex.name, &e))?;
+    }
+    for q in queues(t) {
+        let name = crate::fields::short(&q.name).map_err(|detail| BrokerError::InvalidName {
+            name: q.name.clone(),
+            detail,
+        })?;
+        channel
+            .queue_declare(
+                name,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                q.args,
+            )
+            .await
+            .map_err(|e| BrokerError::on_object("queue.declare", "queue", &q.name, &e))?;
+    }
+    for b in bindings() {
+        channel
+            .queue_bind(
+                b.queue.as_str().into(),
+                b.exchange.into(),
+                b.routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| BrokerError::on_object("queue.bind", "queue", &b.queue, &e))?;
+    }
+    tracing::info!(
+        queue_type = t.queue_type.as_str(),
+        retry_queues = t.retry_delays.len(),
+        "RabbitMQ topology declared"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get<'a>(q: &'a QueueSpec, key: &str) -> Option<&'a AMQPValue> {
+        q.args.inner().get(key)
+    }
+
+    fn topology(queue_type: QueueType) -> Topology {
+        Topology {
+            queue_type,
+            retry_delays: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(5),
+            ],
+        }
+    }
+
+    #[test]
+    fn one_retry_queue_per_distinct_delay() {
+        let qs = queues(&topology(QueueType::Quorum));
+        let retry: Vec<&str> = qs
+            .iter()
+            .map(|q| q.name.as_str())
+            .filter(|n| n.starts_with(names::RETRY_QUEUE_PREFIX))
+            .collect();
+        assert_eq!(retry, ["workflows.retry.5s", "workflows.retry.30s"]);
+        let q = qs.iter().find(|q| q.name == "workflows.retry.30s").unwrap();
+        assert_eq!(
+            get(q, "x-message-ttl"),
+            Some(&AMQPValue::LongLongInt(30_000))
+        );
+        assert_eq!(
+            get(q, "x-dead-letter-exchange"),
+            Some(&string(names::DELIVERIES_EXCHANGE))
+        );
+        assert_eq!(
+            get(q, "x-dead-letter-strategy"),
+            Some(&string("at-least-once"))
+        );
+        assert_eq!(get(q, "x-overflow"), Some(&string("reject-publish")));
+    }
+
+    #[test]
+    fn quorum_work_queues_have_a_delivery_limit_and_classic_ones_do_not() {
+        for (qt, limited) in [(QueueType::Quorum, true), (QueueType::Classic, false)] {
+            let qs = queues(&topology(qt));
+            for name in [names::FANOUT_QUEUE, names::DELIVERIES_QUEUE] {
+                let q = qs.iter().find(|q| q.name == name).unwrap();
+                assert_eq!(get(q, "x-queue-type"), Some(&string(qt.as_str())));
+                assert_eq!(get(q, "x-delivery-limit").is_some(), limited, "{name}");
+                assert_eq!(get(q, "x-dead-letter-strategy").is_some(), limited);
+                assert!(get(q, "x-dead-letter-exchange").is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn poison_events_go_to_the_invalid_queue() {
+        let qs = queues(&topology(QueueType::Quorum));
+        let q = qs.iter().find(|q| q.name == names::FANOUT_QUEUE).unwrap();
+        assert_eq!(get(q, "x-dead-letter-exchange"), Some(&string("")));
+        assert_eq!(
+            get(q, "x-dead-letter-routing-key"),
+            Some(&string(names::INVALID_QUEUE))
+        );
+    }
+}
