@@ -1,0 +1,416 @@
+//! The Prometheus metrics of SPEC §7, plus operator metrics, in one private registry.
+//!
+//! No label ever carries a webhook, organisation, URL or raw request path: every label has a
+//! small, bounded set of values (cardinality is what takes a Prometheus server down).
+
+use std::sync::OnceLock;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use wf_core::duration::{format_duration, RetrySchedule};
+use wf_core::events::EventType;
+
+/// The fixed label values, for callers (so a typo cannot create a new series) and for
+/// pre-initialising every series to 0.
+pub mod labels {
+    use wf_core::envelope::EventRejection;
+
+    /// `wf_events_ingested_total{source}`.
+    pub const SOURCES: [&str; 2] = ["http", "amqp"];
+    /// `wf_deliveries_total{outcome}`.
+    pub const OUTCOMES: [&str; 4] = ["delivered", "retried", "dead", "dropped"];
+    /// `wf_delivery_attempts_total{result}`.
+    pub const ATTEMPT_RESULTS: [&str; 8] = [
+        "2xx",
+        "3xx",
+        "4xx",
+        "5xx",
+        "timeout",
+        "connect_error",
+        "tls_error",
+        "blocked",
+    ];
+    /// `wf_subscription_cache_requests_total{result}`.
+    pub const CACHE_RESULTS: [&str; 2] = ["hit", "miss"];
+    /// `wf_http_requests_total{route}` of a request that matched no route.
+    pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+    /// Every `wf_events_rejected_total{reason}` value the event parser produces
+    /// ([`EventRejection::reason`]).
+    pub fn rejection_reasons() -> Vec<&'static str> {
+        use EventRejection as R;
+        [
+            R::TooLarge,
+            R::InvalidJson(String::new()),
+            R::NotAnObject,
+            R::MissingEvent,
+            R::UnknownEvent(String::new()),
+            R::MissingOrgId,
+            R::InvalidOrgId,
+            R::InvalidId,
+            R::InvalidTimestamp,
+            R::InvalidData,
+        ]
+        .iter()
+        .map(EventRejection::reason)
+        .collect()
+    }
+
+    /// The `result` label of an attempt that got an HTTP response with `status`.
+    pub fn status_class(status: u16) -> &'static str {
+        match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            // 1xx never ends a request; anything else is treated as a server error.
+            _ => "5xx",
+        }
+    }
+}
+
+/// Every metric the services export. Obtain the process-wide instance with [`metrics`].
+pub struct Metrics {
+    /// `wf_events_ingested_total{source,event}`: events accepted for fan-out.
+    pub events_ingested: IntCounterVec,
+    /// `wf_events_rejected_total{reason}`: events sent to `workflows.events.invalid` or
+    /// refused at the HTTP edge.
+    pub events_rejected: IntCounterVec,
+    /// `wf_deliveries_total{outcome}`: final or intermediate outcome of a delivery.
+    pub deliveries: IntCounterVec,
+    /// `wf_delivery_attempts_total{result}`: every HTTP attempt, by result class.
+    pub delivery_attempts: IntCounterVec,
+    /// `wf_delivery_duration_seconds`: one HTTP attempt, connect to body read.
+    pub delivery_duration: Histogram,
+    /// `wf_event_to_delivery_seconds`: event timestamp to the 2xx, retries included.
+    pub event_to_delivery: Histogram,
+    /// `wf_deliveries_in_flight`: attempts currently running in this process.
+    pub in_flight: IntGauge,
+    /// `wf_subscription_cache_requests_total{result}`: subscription lookups at fan-out.
+    pub subscription_cache: IntCounterVec,
+    /// `wf_circuit_open_endpoints`: endpoints whose circuit breaker is open now.
+    pub circuit_open_endpoints: IntGauge,
+    /// `wf_publish_confirm_seconds`: publish to broker confirm.
+    pub publish_confirm_seconds: Histogram,
+    /// `wf_db_pool_wait_seconds`: time to get a Postgres connection from the pool.
+    pub db_pool_wait_seconds: Histogram,
+    /// `wf_http_requests_total{route,status}`: API requests; `route` is the matched path
+    /// template (see [`track_http_requests`]).
+    pub http_requests: IntCounterVec,
+    /// `wf_delivery_log_pending`: delivery-log writes buffered, not yet in Postgres.
+    pub delivery_log_pending: IntGauge,
+    /// `wf_retries_scheduled_total{tier}`: retries queued, by delay (`5s`, `30s`, `2m`, …).
+    pub retries_scheduled: IntCounterVec,
+}
+
+/// Buckets for one HTTP attempt: reach past the 10 s default delivery timeout (the
+/// timeout can be raised) so that slow endpoints do not all land in `+Inf`.
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0,
+];
+
+/// Buckets for event-to-delivery: sub-second on the happy path, up to days through the
+/// retry schedule (the default schedule adds up to about 55 hours).
+const EVENT_TO_DELIVERY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 300.0, 1800.0,
+    3600.0, 21600.0, 86400.0, 172800.0, 259200.0,
+];
+
+/// Buckets for short internal waits (broker confirms, pool checkout).
+const WAIT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static GLOBAL: OnceLock<(Registry, Metrics)> = OnceLock::new();
+
+fn global() -> &'static (Registry, Metrics) {
+    GLOBAL.get_or_init(|| {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registers once");
+        (registry, metrics)
+    })
+}
+
+/// The process-wide metrics, registered (with the process collector) on first use.
+pub fn metrics() -> &'static Metrics {
+    &global().1
+}
+
+/// Every metric family name the services can export, whether or not it has a series yet
+/// (a labelled metric shows up in [`render`] only after its first use). Dashboards and
+/// alert rules are checked against this list.
+pub fn metric_names() -> Vec<String> {
+    use prometheus::core::Collector;
+    let mut names: Vec<String> = global()
+        .0
+        .gather()
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    let m = metrics();
+    let collectors: [&dyn Collector; 3] =
+        [&m.events_ingested, &m.http_requests, &m.retries_scheduled];
+    for c in collectors {
+        names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+    }
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    names.extend(process.desc().iter().map(|d| d.fq_name.clone()));
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The registry in the Prometheus text exposition format (version 0.0.4).
+pub fn render() -> String {
+    let families = global().0.gather();
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed families; show the error if it did.
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        return format!("# error encoding metrics: {e}\n");
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registers once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric registers once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric registers once");
+    h
+}
+
+impl Metrics {
+    fn register(r: &Registry) -> Metrics {
+        let m = Metrics {
+            events_ingested: counter_vec(
+                r,
+                "wf_events_ingested_total",
+                "Events accepted for fan-out, by intake (http: POST /api/v1/events, amqp: \
+                 published to the workflows.events exchange) and event type.",
+                &["source", "event"],
+            ),
+            events_rejected: counter_vec(
+                r,
+                "wf_events_rejected_total",
+                "Events refused and never delivered (sent to workflows.events.invalid or \
+                 answered with an error), by reason such as invalid_json or unknown_event.",
+                &["reason"],
+            ),
+            deliveries: counter_vec(
+                r,
+                "wf_deliveries_total",
+                "Delivery outcomes: delivered (2xx), retried (failed, queued for a later \
+                 retry), dead (last retry failed, dead-lettered), dropped (webhook deleted \
+                 or disabled before it was sent).",
+                &["outcome"],
+            ),
+            delivery_attempts: counter_vec(
+                r,
+                "wf_delivery_attempts_total",
+                "Outbound HTTP delivery attempts by result: status class of the response, \
+                 or timeout, connect_error, tls_error, blocked (address refused by the \
+                 private-address policy).",
+                &["result"],
+            ),
+            delivery_duration: histogram(
+                r,
+                "wf_delivery_duration_seconds",
+                "Duration of one delivery attempt, from connect to the end of the response \
+                 body (bounded by WF_DELIVERY_TIMEOUT).",
+                DELIVERY_BUCKETS,
+            ),
+            event_to_delivery: histogram(
+                r,
+                "wf_event_to_delivery_seconds",
+                "Time from the event's timestamp to the subscriber's 2xx, retries included: \
+                 the end-to-end latency a subscriber sees.",
+                EVENT_TO_DELIVERY_BUCKETS,
+            ),
+            in_flight: gauge(
+                r,
+                "wf_deliveries_in_flight",
+                "Delivery attempts currently in flight in this process (at most \
+                 WF_WORKER_CONCURRENCY).",
+            ),
+            subscription_cache: counter_vec(
+                r,
+                "wf_subscription_cache_requests_total",
+                "Subscription lookups during fan-out, by whether the in-memory cache \
+                 answered (hit) or Postgres was queried (miss).",
+                &["result"],
+            ),
+            circuit_open_endpoints: gauge(
+                r,
+                "wf_circuit_open_endpoints",
+                "Endpoints whose circuit breaker is open: their deliveries go straight to \
+                 the retry schedule.",
+            ),
+            publish_confirm_seconds: histogram(
+                r,
+                "wf_publish_confirm_seconds",
+                "Time from publishing a message to RabbitMQ to receiving its publisher \
+                 confirm.",
+                WAIT_BUCKETS,
+            ),
+            db_pool_wait_seconds: histogram(
+                r,
+                "wf_db_pool_wait_seconds",
+                "Time spent waiting for a Postgres connection from the pool; growth means \
+                 the pool is too small or queries are slow.",
+                WAIT_BUCKETS,
+            ),
+            http_requests: counter_vec(
+                r,
+                "wf_http_requests_total",
+                "API requests by matched route template (never the raw path) and response \
+                 status code.",
+                &["route", "status"],
+            ),
+            delivery_log_pending: gauge(
+                r,
+                "wf_delivery_log_pending",
+                "Delivery-log records buffered in this process and not yet written to \
+                 Postgres.",
+            ),
+            retries_scheduled: counter_vec(
+                r,
+                "wf_retries_scheduled_total",
+                "Retries queued, by delay tier of WF_RETRY_SCHEDULE (5s, 30s, 2m, ...).",
+                &["tier"],
+            ),
+        };
+        for source in labels::SOURCES {
+            for event in EventType::ALL {
+                m.events_ingested
+                    .with_label_values(&[source, event.as_str()]);
+            }
+        }
+        for reason in labels::rejection_reasons() {
+            m.events_rejected.with_label_values(&[reason]);
+        }
+        for outcome in labels::OUTCOMES {
+            m.deliveries.with_label_values(&[outcome]);
+        }
+        for result in labels::ATTEMPT_RESULTS {
+            m.delivery_attempts.with_label_values(&[result]);
+        }
+        for result in labels::CACHE_RESULTS {
+            m.subscription_cache.with_label_values(&[result]);
+        }
+        m
+    }
+
+    /// Creates the `wf_retries_scheduled_total{tier}` series of every delay in `schedule`
+    /// at 0, so dashboards see them before the first retry. Call once at worker start.
+    pub fn init_retry_tiers(&self, schedule: &RetrySchedule) {
+        for delay in schedule.distinct_delays() {
+            self.retries_scheduled
+                .with_label_values(&[format_duration(delay).as_str()]);
+        }
+    }
+}
+
+/// Axum middleware counting `wf_http_requests_total{route,status}`. Add it with
+/// `Router::layer(axum::middleware::from_fn(track_http_requests))`; `route` is the matched
+/// path template (`/api/v1/webhooks/{id}`), or `unmatched` for a 404 from no route, so ids
+/// in paths never become label values.
+pub async fn track_http_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    let route = route.as_deref().unwrap_or(labels::UNMATCHED_ROUTE);
+    metrics()
+        .http_requests
+        .with_label_values(&[route, response.status().as_str()])
+        .inc();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(labels::status_class(204), "2xx");
+        assert_eq!(labels::status_class(301), "3xx");
+        assert_eq!(labels::status_class(410), "4xx");
+        assert_eq!(labels::status_class(503), "5xx");
+    }
+
+    #[test]
+    fn fixed_label_values_start_at_zero() {
+        let text = render();
+        for reason in labels::rejection_reasons() {
+            assert!(
+                text.contains(&format!(
+                    "wf_events_rejected_total{{reason=\"{reason}\"}} 0"
+                )),
+                "{reason}"
+            );
+        }
+        for outcome in labels::OUTCOMES {
+            assert!(
+                text.contains(&format!("wf_deliveries_total{{outcome=\"{outcome}\"}} 0")),
+                "{outcome}"
+            );
+        }
+        for result in labels::ATTEMPT_RESULTS {
+            assert!(
+                text.contains(&format!(
+                    "wf_delivery_attempts_total{{result=\"{result}\"}}"
+                )),
+                "{result}"
+            );
+        }
+        assert!(text.contains("wf_subscription_cache_requests_total{result=\"hit\"}"));
+        assert!(text.contains("wf_events_ingested_total{event=\"alert.created\",source=\"amqp\"}"));
+    }
+
+    #[test]
+    fn retry_tiers_are_created() {
+        let schedule = RetrySchedule::parse("5s,30s,2m,5s").unwrap();
+        metrics().init_retry_tiers(&schedule);
+        let text = render();
+        for tier in ["5s", "30s", "2m"] {
+            assert!(
+                text.contains(&format!("wf_retries_scheduled_total{{tier=\"{tier}\"}}")),
+                "{tier}"
+            );
+        }
+    }
+
+    #[test]
+    fn histograms_reach_past_the_delivery_timeout() {
+        assert!(DELIVERY_BUCKETS.iter().any(|b| *b > 10.0));
+        assert!(EVENT_TO_DELIVERY_BUCKETS.contains(&86400.0));
+        for b in [DELIVERY_BUCKETS, EVENT_TO_DELIVERY_BUCKETS, WAIT_BUCKETS] {
+            assert!(b.windows(2).all(|w| w[0] < w[1]), "buckets must increase");
+        }
+    }
+}
