@@ -1,1 +1,105 @@
-//! placeholder
+//! `wf-ingestor`: the HTTP face of the system. It manages API keys and webhooks (SPEC §3),
+//! takes events over HTTP and publishes them to `workflows.events` with publisher
+//! confirms, answering `202` only once the broker has the event.
+//!
+//! The service is a library so tests can start the real thing in-process:
+//! [`run`] takes its configuration, listeners and a shutdown token.
+#![forbid(unsafe_code)]
+
+pub mod api;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use wf_broker::{Broker, Publisher, Topology};
+use wf_core::config::Config;
+use wf_store::Store;
+
+/// Everything a request handler needs, shared by all of them.
+pub struct AppState {
+    pub store: Store,
+    pub publisher: Publisher,
+    pub config: Arc<Config>,
+}
+
+/// Pool size for the ingestor's Postgres connections: one request holds one connection
+/// for a few milliseconds, so a small pool serves thousands of requests per second.
+const DB_POOL_SIZE: usize = 16;
+
+/// Runs the ingestor until `shutdown` is cancelled: applies migrations, declares the
+/// topology, then serves the API on `listener` and `/metrics`, `/healthz`, `/readyz` on
+/// `ops_listener`. In-flight requests finish before it returns.
+///
+/// # Errors
+/// Start-up failures (Postgres or RabbitMQ unreachable, a migration or topology conflict)
+/// and listener I/O errors, with context naming what failed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    for w in config.warnings() {
+        warn!("{w}");
+    }
+    let config = Arc::new(config);
+    wf_store::migrate(&config.database_url)
+        .await
+        .context("applying database migrations")?;
+    let store = Store::connect(&config.database_url, config.secret_key, DB_POOL_SIZE)
+        .await
+        .context("connecting to Postgres")?;
+    let broker = Broker::connect(&config.amqp_url)
+        .await
+        .context("connecting to RabbitMQ")?;
+    broker
+        .declare_topology(&Topology {
+            queue_type: config.queue_type,
+            retry_delays: config.retry_schedule.distinct_delays(),
+        })
+        .await
+        .context("declaring the RabbitMQ topology")?;
+    let publisher = broker.publisher().await.context("opening a publisher")?;
+
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        publisher,
+        config: config.clone(),
+    });
+
+    let ready: wf_telemetry::ReadinessCheck = {
+        let store = store.clone();
+        let broker = broker.clone();
+        Arc::new(move || {
+            let store = store.clone();
+            let broker = broker.clone();
+            Box::pin(async move {
+                store.ping().await.map_err(|e| format!("postgres: {e}"))?;
+                if !broker.is_connected() {
+                    return Err("rabbitmq: not connected".to_owned());
+                }
+                Ok(())
+            })
+        })
+    };
+    let ops = tokio::spawn(wf_telemetry::serve_ops(
+        ops_listener,
+        ready,
+        shutdown.clone(),
+    ));
+
+    info!(addr = %listener.local_addr()?, "ingestor listening");
+    let app = api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("serving the API")?;
+    info!("ingestor drained, shutting down");
+    shutdown.cancel();
+    let _ = ops.await;
+    broker.close().await;
+    Ok(())
+}

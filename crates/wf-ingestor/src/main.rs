@@ -1,1 +1,36 @@
-fn main() {}
+//! `wf-ingestor` binary: configuration from `WF_*` variables, then [`wf_ingestor::run`].
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use wf_core::config::{Config, Role};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env(Role::Ingestor)?;
+    wf_telemetry::init_tracing(&config.log, config.log_format)?;
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding WF_HTTP_ADDR={}", config.http_addr))?;
+    let ops = TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding WF_METRICS_ADDR={}", config.metrics_addr))?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wf_telemetry::shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        signal.cancel();
+    });
+    let grace = config.shutdown_grace;
+    let run = wf_ingestor::run(config, listener, ops, shutdown.clone());
+    tokio::pin!(run);
+    tokio::select! {
+        r = &mut run => r,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("shutdown grace period elapsed; exiting with requests still open");
+            Ok(())
+        }
+    }
+}

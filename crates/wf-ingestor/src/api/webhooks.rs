@@ -1,0 +1,283 @@
+//! Webhook management: create, list, read, update, delete, rotate the secret.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use wf_core::events::{EventFilters, EventFiltersError, EventType};
+use wf_core::ids::WebhookId;
+use wf_core::url_policy::WebhookUrl;
+use wf_core::views::WebhookView;
+use wf_store::{NewWebhook, Webhook, WebhookPatch};
+
+use super::auth::Caller;
+use super::emit::system_event;
+use super::json::{opt_bool, opt_string, opt_string_array, JsonObject};
+use super::ApiError;
+use crate::AppState;
+
+/// Longest webhook name, in Unicode scalar values, after trimming.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The Webhook object of SPEC §3 (no secret).
+pub fn webhook_json(w: &Webhook) -> Map<String, Value> {
+    WebhookView {
+        id: w.id.as_str(),
+        name: &w.name,
+        url: &w.url,
+        events: &w.events,
+        is_active: w.is_active,
+        disabled_reason: w.disabled_reason.as_deref(),
+        created_at: w.created_at,
+        updated_at: w.updated_at,
+    }
+    .to_json()
+}
+
+fn parse_name(raw: Option<String>) -> Result<String, ApiError> {
+    let name = raw.as_deref().map(str::trim).unwrap_or("");
+    if name.is_empty() {
+        return Err(ApiError::invalid(
+            "name_required",
+            "name",
+            "`name` is required",
+        ));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid(
+            "name_too_long",
+            "name",
+            format!("`name` must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn parse_url(state: &AppState, raw: Option<String>) -> Result<String, ApiError> {
+    let raw = raw.ok_or_else(|| ApiError::invalid("url_required", "url", "`url` is required"))?;
+    WebhookUrl::parse(&raw, &state.config.allowed_target_cidrs)
+        .map(|u| u.as_str().to_owned())
+        .map_err(|e| ApiError::invalid(e.code(), "url", e.to_string()))
+}
+
+fn parse_events(raw: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let raw = raw.unwrap_or_default();
+    EventFilters::parse(&raw)
+        .map(|f| f.to_strings())
+        .map_err(|e| match e {
+            EventFiltersError::Empty => ApiError::invalid(
+                "events_required",
+                "events",
+                "`events` must list at least one event type",
+            ),
+            EventFiltersError::Unknown(u) => ApiError::invalid(
+                "unknown_event",
+                "events",
+                format!("{u}; see GET /api/v1/event-types"),
+            ),
+        })
+}
+
+fn parse_id(id: &str) -> Result<WebhookId, ApiError> {
+    WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook not found"))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    // Type errors first (400), then rules in field order (422).
+    let name = opt_string(&body, "name")?;
+    let url = opt_string(&body, "url")?;
+    let events = opt_string_array(&body, "events")?;
+    let is_active = opt_bool(&body, "isActive")?;
+    let new = NewWebhook {
+        name: parse_name(name)?,
+        url: parse_url(&state, url)?,
+        events: parse_events(events)?,
+        is_active: is_active.unwrap_or(true),
+    };
+    let (webhook, secret) = state.store.create_webhook(&caller.org, new).await?;
+    let public = webhook_json(&webhook);
+    system_event(
+        &state,
+        &caller.org,
+        EventType::WebhookCreated,
+        public.clone(),
+    )
+    .await;
+
+    let mut data = Map::new();
+    for (k, v) in public {
+        if k == "createdAt" {
+            data.insert("secret".into(), json!(secret.expose()));
+        }
+        data.insert(k, v);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Parses `?limit=` (1..=100, default 20).
+pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(20),
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_limit",
+                    "limit",
+                    "`limit` must be an integer from 1 to 100",
+                )
+            }),
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = parse_limit(q.limit.as_deref())?;
+    let page = state
+        .store
+        .list_webhooks(
+            &caller.org,
+            limit,
+            q.cursor.as_deref().filter(|c| !c.is_empty()),
+        )
+        .await
+        .map_err(cursor_error)?;
+    let data: Vec<Value> = page
+        .items
+        .iter()
+        .map(|w| Value::Object(webhook_json(w)))
+        .collect();
+    Ok(Json(
+        json!({ "data": data, "nextCursor": page.next_cursor }),
+    ))
+}
+
+/// A malformed cursor is the caller's fault (`422`), anything else ours.
+pub fn cursor_error(e: wf_store::StoreError) -> ApiError {
+    if matches!(e, wf_store::StoreError::InvalidCursor) {
+        ApiError::invalid(
+            "invalid_cursor",
+            "cursor",
+            "`cursor` is not one this API returned",
+        )
+    } else {
+        e.into()
+    }
+}
+
+pub async fn get_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let w = state
+        .store
+        .get_webhook(&caller.org, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
+    Ok(Json(json!({ "data": webhook_json(&w) })))
+}
+
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let present = |f: &str| body.contains_key(f);
+    let name = opt_string(&body, "name")?;
+    let url = opt_string(&body, "url")?;
+    let events = opt_string_array(&body, "events")?;
+    let is_active = opt_bool(&body, "isActive")?;
+    if present("isActive") && is_active.is_none() {
+        return Err(ApiError::bad_json("`isActive` must be a boolean").with_field("isActive"));
+    }
+    let patch = WebhookPatch {
+        name: if present("name") {
+            Some(parse_name(name)?)
+        } else {
+            None
+        },
+        url: if present("url") {
+            Some(parse_url(&state, url)?)
+        } else {
+            None
+        },
+        events: if present("events") {
+            Some(parse_events(events)?)
+        } else {
+            None
+        },
+        is_active,
+    };
+    let (before, after) = state
+        .store
+        .update_webhook(&caller.org, &id, patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
+    let public = webhook_json(&after);
+    if before.is_active != after.is_active {
+        let ev = if after.is_active {
+            EventType::WebhookEnabled
+        } else {
+            EventType::WebhookDisabled
+        };
+        system_event(&state, &caller.org, ev, public.clone()).await;
+    }
+    Ok(Json(json!({ "data": public })))
+}
+
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    let w = state
+        .store
+        .delete_webhook(&caller.org, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
+    system_event(
+        &state,
+        &caller.org,
+        EventType::WebhookDeleted,
+        webhook_json(&w),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let secret = state
+        .store
+        .rotate_secret(&caller.org, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
+    Ok(Json(json!({ "data": { "secret": secret.expose() } })))
+}
