@@ -1,1 +1,226 @@
-//! placeholder
+//! `wf-worker`: consumes events, fans them out to subscribed webhooks, and delivers each
+//! one signed over HTTPS with durable retries and dead-lettering (SPEC §5, §6).
+//!
+//! Stateless: everything it holds is also in RabbitMQ (work in progress, scheduled
+//! retries) or Postgres (subscriptions, the delivery log), so any worker may die at any
+//! instant and every delivery still happens at least once.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod client;
+pub mod deliver;
+pub mod fanout;
+pub mod log;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+use wf_broker::{names, Broker, Incoming, Topology};
+use wf_core::config::Config;
+use wf_store::Store;
+
+use crate::cache::SubscriptionCache;
+use crate::client::{ClientConfig, DeliveryClient};
+use crate::deliver::Deliverer;
+use crate::fanout::Fanout;
+use crate::log::DeliveryLog;
+
+/// Fan-out holds a message only for a cache lookup and a few confirms; this many in
+/// flight keep the broker busy without starving deliveries of connections.
+const FANOUT_PREFETCH: u16 = 64;
+
+/// Runs a worker until `shutdown` is cancelled, then drains: stops consuming, lets
+/// in-flight deliveries finish within `WF_SHUTDOWN_GRACE`, hands back the rest (the
+/// broker requeues unacked messages when the connection closes) and flushes the log.
+///
+/// # Errors
+/// Start-up failures (Postgres or RabbitMQ unreachable, migration or topology conflict,
+/// unreadable `WF_EXTRA_ROOT_CA`), with context naming what failed.
+pub async fn run(
+    config: Config,
+    ops_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    for w in config.warnings() {
+        warn!("{w}");
+    }
+    let concurrency = config.worker_concurrency;
+    let client = DeliveryClient::new(ClientConfig {
+        timeout: config.delivery_timeout,
+        allowed: config.allowed_target_cidrs.clone(),
+        extra_root_ca: config.extra_root_ca.clone(),
+        user_agent: format!("WorkFlows-Webhooks/{}", wf_core::VERSION),
+        max_idle_per_host: usize::from(concurrency).min(512),
+    })
+    .context("building the delivery HTTP client")?;
+    wf_store::migrate(&config.database_url)
+        .await
+        .context("applying database migrations")?;
+    let store = Store::connect(&config.database_url, config.secret_key, 16)
+        .await
+        .context("connecting to Postgres")?;
+    let broker = Broker::connect(&config.amqp_url)
+        .await
+        .context("connecting to RabbitMQ")?;
+    broker
+        .declare_topology(&Topology {
+            queue_type: config.queue_type,
+            retry_delays: config.retry_schedule.distinct_delays(),
+        })
+        .await
+        .context("declaring the RabbitMQ topology")?;
+    let publisher = broker.publisher().await.context("opening a publisher")?;
+
+    let internal = CancellationToken::new();
+    let cache = SubscriptionCache::new(store.clone());
+    match wf_store::listen_changes(&config.database_url).await {
+        Ok(feed) => {
+            tokio::spawn(cache.clone().follow(feed, internal.clone()));
+        }
+        Err(e) => cache::warn_no_feed(&e),
+    }
+    let (log, log_writer) = DeliveryLog::start(store.clone());
+
+    let fanout = Arc::new(Fanout {
+        cache: cache.clone(),
+        publisher: publisher.clone(),
+        log: log.clone(),
+    });
+    let deliverer = Arc::new(Deliverer {
+        cache,
+        publisher,
+        log,
+        client,
+        store: store.clone(),
+        schedule: config.retry_schedule.clone(),
+        allowed: config.allowed_target_cidrs.clone(),
+        user_agent: format!("WorkFlows-Webhooks/{}", wf_core::VERSION),
+    });
+
+    let fanout_alive = Arc::new(AtomicBool::new(false));
+    let deliver_alive = Arc::new(AtomicBool::new(false));
+    let ready: wf_telemetry::ReadinessCheck = {
+        let (store, broker) = (store.clone(), broker.clone());
+        let (fa, da) = (fanout_alive.clone(), deliver_alive.clone());
+        Arc::new(move || {
+            let (store, broker) = (store.clone(), broker.clone());
+            let (fa, da) = (fa.clone(), da.clone());
+            Box::pin(async move {
+                store.ping().await.map_err(|e| format!("postgres: {e}"))?;
+                if !broker.is_connected() {
+                    return Err("rabbitmq: not connected".to_owned());
+                }
+                if !fa.load(Ordering::Acquire) || !da.load(Ordering::Acquire) {
+                    return Err("consumers not running".to_owned());
+                }
+                Ok(())
+            })
+        })
+    };
+    let ops = tokio::spawn(wf_telemetry::serve_ops(
+        ops_listener,
+        ready,
+        internal.clone(),
+    ));
+
+    let grace = config.shutdown_grace;
+    let fanout_loop = consume_loop(
+        broker.clone(),
+        names::FANOUT_QUEUE,
+        FANOUT_PREFETCH,
+        usize::from(FANOUT_PREFETCH),
+        fanout_alive,
+        shutdown.clone(),
+        grace,
+        move |m| fanout.clone().handle(m),
+    );
+    let deliver_loop = consume_loop(
+        broker.clone(),
+        names::DELIVERIES_QUEUE,
+        concurrency,
+        usize::from(concurrency),
+        deliver_alive,
+        shutdown.clone(),
+        grace,
+        move |m| deliverer.clone().handle(m),
+    );
+    info!(concurrency, "worker consuming");
+    let (a, b) = tokio::join!(fanout_loop, deliver_loop);
+    let result = a.and(b);
+
+    // Every handler is done (or abandoned after the grace period): flush the log.
+    match tokio::time::timeout(Duration::from_secs(10), log_writer).await {
+        Ok(_) => {}
+        Err(_) => warn!("delivery log flush did not finish within 10 s"),
+    }
+    internal.cancel();
+    let _ = ops.await;
+    broker.close().await;
+    info!("worker stopped");
+    result
+}
+
+/// Consumes `queue` until `shutdown`, running `handle` for each message on its own task,
+/// at most `max_in_flight` at once. On shutdown: cancel the consumer, then wait up to
+/// `grace` for the handlers.
+#[allow(clippy::too_many_arguments)]
+async fn consume_loop<F, Fut>(
+    broker: Broker,
+    queue: &'static str,
+    prefetch: u16,
+    max_in_flight: usize,
+    alive: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    handle: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Incoming) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tag = format!("wf-worker-{}-{}", queue, std::process::id());
+    let mut consumer = broker
+        .consume(queue, prefetch, &tag)
+        .await
+        .with_context(|| format!("consuming {queue}"))?;
+    alive.store(true, Ordering::Release);
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let tracker = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = consumer.next() => m,
+        };
+        let Some(msg) = msg else { break };
+        let fut = handle(msg);
+        tracker.spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+    }
+    alive.store(false, Ordering::Release);
+    consumer.cancel().await;
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            queue,
+            in_flight = tracker.len(),
+            "grace period over; unfinished messages go back to the queue"
+        );
+    } else {
+        info!(queue, "drained");
+    }
+    Ok(())
+}

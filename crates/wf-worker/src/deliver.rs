@@ -1,0 +1,367 @@
+//! The delivery step: one job from `workflows.deliveries` becomes one signed HTTPS POST.
+//! Its outcome is made durable before the job is acked: a success is logged, a failure is
+//! queued on the retry tier of its next attempt (`workflows.retry.<delay>`, which
+//! dead-letters back to `workflows.deliveries` when the delay is over), and the last
+//! failure goes to `workflows.dead` and is marked `dead`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue as HttpHeaderValue};
+use tracing::{info, warn, Instrument};
+use wf_broker::{names, HeaderValue, Incoming, OutgoingMessage, Publisher};
+use wf_core::duration::{format_duration, RetrySchedule};
+use wf_core::envelope::Event;
+use wf_core::events::EventType;
+use wf_core::messages::{DeliveryJob, DeliveryJobV1};
+use wf_core::url_policy::{AllowedCidrs, WebhookUrl};
+use wf_core::views::WebhookView;
+use wf_store::{AttemptRecord, DeliveryStatus, Store, Subscription};
+use wf_telemetry::metrics;
+
+use crate::cache::SubscriptionCache;
+use crate::client::{AttemptOutcome, DeliveryClient};
+use crate::log::{DeliveryLog, LogRecord};
+
+/// What the delivery step needs.
+pub struct Deliverer {
+    pub cache: SubscriptionCache,
+    pub publisher: Publisher,
+    pub log: DeliveryLog,
+    pub client: DeliveryClient,
+    pub store: Store,
+    pub schedule: RetrySchedule,
+    pub allowed: AllowedCidrs,
+    pub user_agent: String,
+}
+
+/// What happens to a job after its attempt.
+enum Next {
+    Delivered,
+    Retry { tier: Duration },
+    Dead { reason: &'static str },
+}
+
+impl Deliverer {
+    /// Handles one job message and settles it (ack, or nack-requeue when its outcome
+    /// could not be made durable: then the attempt is simply made again).
+    pub async fn handle(self: Arc<Self>, msg: Incoming) {
+        let job = match DeliveryJob::decode(&msg.body) {
+            Ok(j) => j,
+            Err(e) => {
+                self.poison(&msg, &e.to_string()).await;
+                return;
+            }
+        };
+        let j = job.v1().clone();
+        let span = tracing::info_span!(
+            "delivery",
+            event_id = %j.event_id,
+            delivery_id = %j.delivery_id,
+            webhook_id = %j.webhook_id,
+            attempt = j.attempt,
+        );
+        let settled = async {
+            match self.attempt(&j).await {
+                Ok(()) => msg.ack().await,
+                Err(e) => {
+                    warn!(error = %e, "could not record the outcome; requeueing the job");
+                    msg.nack(true).await
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        if let Err(e) = settled {
+            warn!(error = %e, delivery_id = %j.delivery_id, "could not settle job; the broker will redeliver it");
+        }
+    }
+
+    /// A job that cannot be decoded goes straight to the dead-letter queue, with why.
+    async fn poison(&self, msg: &Incoming, why: &str) {
+        warn!(error = why, "undecodable delivery job; dead-lettering it");
+        metrics().deliveries.with_label_values(&["dead"]).inc();
+        let res = self
+            .publisher
+            .publish(OutgoingMessage {
+                exchange: names::DEAD_EXCHANGE,
+                routing_key: names::DELIVERY_ROUTING_KEY,
+                body: &msg.body,
+                message_id: msg.message_id.as_deref(),
+                headers: vec![
+                    (
+                        "x-wf-reason".into(),
+                        HeaderValue::Str("undecodable_job".into()),
+                    ),
+                    (
+                        "x-wf-last-error".into(),
+                        HeaderValue::Str(why.chars().take(512).collect()),
+                    ),
+                ],
+                mandatory: true,
+            })
+            .await;
+        let settled = match res {
+            Ok(()) => msg.ack().await,
+            Err(_) => msg.nack(true).await,
+        };
+        if let Err(e) = settled {
+            warn!(error = %e, "could not settle poison job");
+        }
+    }
+
+    async fn attempt(&self, j: &DeliveryJobV1) -> anyhow::Result<()> {
+        let Some(sub) = self.cache.webhook(&j.org_id, &j.webhook_id).await? else {
+            // Deleted or deactivated since the event was fanned out: not sent.
+            info!(
+                outcome = "dropped",
+                "webhook deleted or inactive; dropping delivery"
+            );
+            metrics().deliveries.with_label_values(&["dropped"]).inc();
+            return Ok(());
+        };
+        let started_at = chrono::Utc::now();
+        metrics().in_flight.inc();
+        let outcome = self.send(j, &sub).await;
+        metrics().in_flight.dec();
+        metrics()
+            .delivery_attempts
+            .with_label_values(&[outcome.kind.label()])
+            .inc();
+        metrics()
+            .delivery_duration
+            .observe(outcome.duration.as_secs_f64());
+
+        let next = if outcome.kind.is_success() {
+            Next::Delivered
+        } else if outcome.status == Some(410) {
+            Next::Dead { reason: "gone" }
+        } else {
+            match self.retry_tier(j.attempt, outcome.retry_after) {
+                Some(tier) => Next::Retry { tier },
+                None => Next::Dead {
+                    reason: "retries_exhausted",
+                },
+            }
+        };
+        // The kind leads the text, so the log says which kind of failure it was
+        // (`timeout: …`, `tls_error: …`); a plain non-2xx status needs no more words.
+        let error = match (&outcome.error, outcome.kind.is_success()) {
+            (Some(e), _) => Some(format!("{}: {e}", outcome.kind.label())),
+            (None, false) if outcome.status.is_none() => Some(outcome.kind.label().to_owned()),
+            (None, _) => None,
+        };
+        match &next {
+            Next::Delivered => {
+                let lag_ms = started_at.timestamp_millis() - j.event_ts_ms
+                    + outcome.duration.as_millis() as i64;
+                metrics()
+                    .event_to_delivery
+                    .observe((lag_ms.max(0) as f64) / 1000.0);
+                metrics().deliveries.with_label_values(&["delivered"]).inc();
+            }
+            Next::Retry { tier } => {
+                self.publish_next(
+                    j,
+                    names::retry_queue(*tier).as_str(),
+                    "",
+                    error.as_deref(),
+                    None,
+                )
+                .await?;
+                metrics().deliveries.with_label_values(&["retried"]).inc();
+                metrics()
+                    .retries_scheduled
+                    .with_label_values(&[&format_duration(*tier)])
+                    .inc();
+            }
+            Next::Dead { reason } => {
+                if *reason == "gone" {
+                    self.disable_gone(&sub).await;
+                }
+                self.publish_next(
+                    j,
+                    names::DELIVERY_ROUTING_KEY,
+                    names::DEAD_EXCHANGE,
+                    error.as_deref(),
+                    Some(reason),
+                )
+                .await?;
+                metrics().deliveries.with_label_values(&["dead"]).inc();
+            }
+        }
+        info!(
+            outcome = match next {
+                Next::Delivered => "delivered",
+                Next::Retry { .. } => "retried",
+                Next::Dead { .. } => "dead",
+            },
+            result = outcome.kind.label(),
+            status = outcome.status,
+            duration_ms = outcome.duration.as_millis() as u64,
+            "delivery attempt"
+        );
+        self.log
+            .record(LogRecord::Attempt(Box::new(AttemptRecord {
+                delivery_id: j.delivery_id.clone(),
+                org_id: j.org_id.clone(),
+                webhook_id: j.webhook_id.clone(),
+                event_id: j.event_id.clone(),
+                event: j.event,
+                attempt: j.attempt,
+                at: started_at,
+                status_code: outcome.status,
+                error,
+                duration_ms: outcome.duration.as_millis().min(u32::MAX as u128) as u32,
+                response_snippet: outcome.response_snippet.clone(),
+                new_status: match next {
+                    Next::Delivered => DeliveryStatus::Delivered,
+                    Next::Retry { .. } => DeliveryStatus::Failed,
+                    Next::Dead { .. } => DeliveryStatus::Dead,
+                },
+            })))
+            .await;
+        Ok(())
+    }
+
+    /// The retry tier after failed attempt `attempt`: the scheduled delay, shortened to
+    /// the largest tier not above the endpoint's `Retry-After` when that asks for less
+    /// (tiers are fixed queues, so a delay between tiers cannot be honoured exactly).
+    fn retry_tier(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
+        let step = self.schedule.delay_before_retry(attempt as usize)?;
+        let Some(ra) = retry_after.filter(|ra| *ra < step) else {
+            return Some(step);
+        };
+        let tiers = self.schedule.distinct_delays();
+        Some(
+            tiers
+                .iter()
+                .copied()
+                .filter(|t| *t <= ra)
+                .max()
+                .unwrap_or(tiers[0])
+                .min(step),
+        )
+    }
+
+    /// Publishes the job's next state (next attempt on a retry tier, or the dead letter).
+    async fn publish_next(
+        &self,
+        j: &DeliveryJobV1,
+        routing_key: &str,
+        exchange: &str,
+        error: Option<&str>,
+        dead_reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let mut next = j.clone();
+        if dead_reason.is_none() {
+            next.attempt += 1;
+        }
+        let body = DeliveryJob::V1(next).encode();
+        let mut headers = vec![(
+            "x-wf-attempts".to_owned(),
+            HeaderValue::Int(i64::from(j.attempt)),
+        )];
+        if let Some(e) = error {
+            headers.push((
+                "x-wf-last-error".to_owned(),
+                HeaderValue::Str(e.chars().take(512).collect()),
+            ));
+        }
+        if let Some(r) = dead_reason {
+            headers.push(("x-wf-reason".to_owned(), HeaderValue::Str(r.to_owned())));
+        }
+        self.publisher
+            .publish(OutgoingMessage {
+                exchange,
+                routing_key,
+                body: &body,
+                message_id: Some(j.delivery_id.as_str()),
+                headers,
+                mandatory: true,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// `410 Gone`: the subscriber asked us to stop. Disable the webhook and tell its
+    /// organisation with a `webhook.disabled` event.
+    async fn disable_gone(&self, sub: &Subscription) {
+        match self
+            .store
+            .disable_webhook(&sub.webhook_id, "endpoint returned 410 Gone")
+            .await
+        {
+            Ok(Some(w)) => {
+                self.cache.invalidate_org(&sub.org_id);
+                let ev = Event {
+                    id: wf_core::ids::EventId::generate(),
+                    event: EventType::WebhookDisabled,
+                    org_id: sub.org_id.clone(),
+                    timestamp: wf_core::time::now_ms(),
+                    data: WebhookView {
+                        id: w.id.as_str(),
+                        name: &w.name,
+                        url: &w.url,
+                        events: &w.events,
+                        is_active: w.is_active,
+                        disabled_reason: w.disabled_reason.as_deref(),
+                        created_at: w.created_at,
+                        updated_at: w.updated_at,
+                    }
+                    .to_json(),
+                };
+                if let Err(e) = wf_broker::publish_event(&self.publisher, &ev, "system").await {
+                    warn!(error = %e, "could not emit webhook.disabled");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "could not disable webhook after 410 Gone"),
+        }
+    }
+
+    async fn send(&self, j: &DeliveryJobV1, sub: &Subscription) -> AttemptOutcome {
+        // The policy runs again at delivery time: the URL may predate a policy change, and
+        // the client re-checks every resolved address (DNS rebinding).
+        let url = match WebhookUrl::parse(&sub.url, &self.allowed) {
+            Ok(u) => u,
+            Err(e) => return AttemptOutcome::blocked(e.to_string()),
+        };
+        let body = Bytes::from(j.body.clone().into_bytes());
+        let headers = self.headers(j, sub, &body);
+        self.client.post(&url, headers, body).await
+    }
+
+    fn headers(&self, j: &DeliveryJobV1, sub: &Subscription, body: &[u8]) -> HeaderMap {
+        let ts = chrono::Utc::now().timestamp();
+        let mut std_sig = sub
+            .secret
+            .standard_signature(j.delivery_id.as_str(), ts, body);
+        if let Some(prev) = &sub.previous_secret {
+            std_sig.push(' ');
+            std_sig.push_str(&prev.standard_signature(j.delivery_id.as_str(), ts, body));
+        }
+        let pairs: [(&'static str, String); 9] = [
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", self.user_agent.clone()),
+            (
+                "x-workflows-signature",
+                sub.secret.workflows_signature(body),
+            ),
+            ("x-workflows-event", j.event.as_str().to_owned()),
+            ("x-workflows-delivery", j.delivery_id.as_str().to_owned()),
+            ("x-workflows-attempt", j.attempt.to_string()),
+            ("webhook-id", j.delivery_id.as_str().to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", std_sig),
+        ];
+        let mut h = HeaderMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if let Ok(v) = HttpHeaderValue::from_str(&v) {
+                h.insert(HeaderName::from_static(k), v);
+            }
+        }
+        h
+    }
+}

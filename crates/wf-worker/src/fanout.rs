@@ -1,0 +1,152 @@
+//! Fan-out: one event from `workflows.fanout` becomes one delivery job per subscribed,
+//! active webhook of its organisation, each durably queued on `workflows.deliveries`
+//! before the event is acked. Invalid events go to `workflows.events.invalid` with the
+//! reason; nothing is dropped silently.
+
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use tracing::{debug, warn};
+use wf_broker::{names, HeaderValue, Incoming, OutgoingMessage, PublishError, Publisher};
+use wf_core::envelope::Event;
+use wf_core::ids::DeliveryId;
+use wf_core::messages::{DeliveryJob, DeliveryJobV1};
+use wf_store::NewDelivery;
+use wf_telemetry::metrics;
+
+use crate::cache::SubscriptionCache;
+use crate::log::{DeliveryLog, LogRecord};
+
+/// What the fan-out step needs.
+pub struct Fanout {
+    pub cache: SubscriptionCache,
+    pub publisher: Publisher,
+    pub log: DeliveryLog,
+}
+
+impl Fanout {
+    /// Handles one event message; acks it once its outcome is durable, nacks it (requeue)
+    /// when a dependency failed so it is tried again.
+    pub async fn handle(self: Arc<Self>, msg: Incoming) {
+        let result = match Event::from_amqp(&msg.body, msg.message_id.as_deref()) {
+            Err(rejection) => {
+                self.reject(&msg, rejection.reason(), &rejection.to_string())
+                    .await
+            }
+            Ok(event) => {
+                // HTTP events were counted by the ingestor and system events are not
+                // ingested; only what producers published straight to the exchange
+                // (no source header) is counted here.
+                if !msg.headers.contains_key(wf_broker::SOURCE_HEADER) {
+                    metrics()
+                        .events_ingested
+                        .with_label_values(&["amqp", event.event.as_str()])
+                        .inc();
+                }
+                self.fan_out(&event).await
+            }
+        };
+        let acked = match result {
+            Ok(()) => msg.ack().await,
+            Err(e) => {
+                warn!(error = %e, "fan-out failed; requeueing the event");
+                msg.nack(true).await
+            }
+        };
+        if let Err(e) = acked {
+            // The channel went away; the broker redelivers the event (at least once).
+            warn!(error = %e, "could not settle event message");
+        }
+    }
+
+    async fn reject(
+        &self,
+        msg: &Incoming,
+        reason: &'static str,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        metrics().events_rejected.with_label_values(&[reason]).inc();
+        warn!(reason, detail, routing_key = %msg.routing_key, "rejecting invalid event");
+        let mut headers = vec![
+            (
+                "x-wf-reason".to_owned(),
+                HeaderValue::Str(reason.to_owned()),
+            ),
+            (
+                "x-wf-detail".to_owned(),
+                HeaderValue::Str(detail.chars().take(512).collect()),
+            ),
+            (
+                "x-wf-routing-key".to_owned(),
+                HeaderValue::Str(msg.routing_key.clone()),
+            ),
+        ];
+        if let Some(id) = &msg.message_id {
+            headers.push(("x-wf-message-id".to_owned(), HeaderValue::Str(id.clone())));
+        }
+        self.publisher
+            .publish(OutgoingMessage {
+                exchange: "",
+                routing_key: names::INVALID_QUEUE,
+                body: &msg.body,
+                message_id: msg.message_id.as_deref(),
+                headers,
+                mandatory: true,
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn fan_out(&self, event: &Event) -> anyhow::Result<()> {
+        let subs = self.cache.for_event(&event.org_id, event.event).await?;
+        if subs.is_empty() {
+            debug!(event_id = %event.id, event = %event.event, "no subscribers");
+            return Ok(());
+        }
+        // Serialised once per event: every webhook and every attempt sends these bytes.
+        let body = String::from_utf8(event.payload()).expect("JSON is UTF-8");
+        let now = chrono::Utc::now();
+        let jobs: Vec<(DeliveryId, Vec<u8>)> = subs
+            .iter()
+            .map(|s| {
+                let id = DeliveryId::derive(&event.org_id, &event.id, &s.webhook_id);
+                let job = DeliveryJob::V1(DeliveryJobV1 {
+                    delivery_id: id.clone(),
+                    webhook_id: s.webhook_id.clone(),
+                    org_id: event.org_id.clone(),
+                    event_id: event.id.clone(),
+                    event: event.event,
+                    event_ts_ms: event.timestamp.timestamp_millis(),
+                    attempt: 1,
+                    body: body.clone(),
+                });
+                (id, job.encode())
+            })
+            .collect();
+        try_join_all(jobs.iter().map(|(id, bytes)| {
+            self.publisher.publish(OutgoingMessage {
+                exchange: names::DELIVERIES_EXCHANGE,
+                routing_key: names::DELIVERY_ROUTING_KEY,
+                body: bytes,
+                message_id: Some(id.as_str()),
+                headers: Vec::new(),
+                mandatory: true,
+            })
+        }))
+        .await
+        .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
+        for (s, (id, _)) in subs.iter().zip(&jobs) {
+            self.log
+                .record(LogRecord::Delivery(NewDelivery {
+                    id: id.clone(),
+                    org_id: event.org_id.clone(),
+                    webhook_id: s.webhook_id.clone(),
+                    event_id: event.id.clone(),
+                    event: event.event,
+                    created_at: now,
+                }))
+                .await;
+        }
+        Ok(())
+    }
+}

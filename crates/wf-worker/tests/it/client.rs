@@ -1,0 +1,315 @@
+//! The delivery client against a real HTTPS server: classification of every outcome,
+//! the SSRF guards, redirects, timeouts, body caps and `Retry-After`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use hyper_util::client::legacy::connect::dns::Name;
+use tower::ServiceExt;
+use wf_core::url_policy::{AllowedCidrs, WebhookUrl};
+use wf_worker::client::{
+    AttemptKind, ClientConfig, DeliveryClient, ResolveError, SsrfResolver, SNIPPET_LEN,
+};
+
+use crate::https_server::{TempFile, TestServer};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn loopback() -> AllowedCidrs {
+    AllowedCidrs::parse("127.0.0.0/8,::1/128").expect("cidrs")
+}
+
+fn url(s: &str) -> WebhookUrl {
+    WebhookUrl::parse(s, &loopback()).expect("test URL")
+}
+
+/// A client that trusts `srv`'s certificate and may connect to loopback.
+fn client_for(srv: &TestServer, timeout: Duration) -> (DeliveryClient, TempFile) {
+    let pem = TempFile::with_contents(&srv.cert_pem);
+    let client = DeliveryClient::new(ClientConfig {
+        timeout,
+        allowed: loopback(),
+        extra_root_ca: Some(pem.path().to_owned()),
+        user_agent: "WorkFlows-Webhooks/test".to_owned(),
+        max_idle_per_host: 4,
+    })
+    .expect("client");
+    (client, pem)
+}
+
+async fn post(client: &DeliveryClient, u: &str) -> wf_worker::client::AttemptOutcome {
+    client
+        .post(
+            &url(u),
+            HeaderMap::new(),
+            Bytes::from_static(b"{\"event\":\"x\"}"),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn ok_is_success_and_sends_headers_and_body() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-workflows-event", "alert.created".parse().unwrap());
+    let body = Bytes::from_static(b"{\"event\":\"alert.created\"}");
+    let out = client
+        .post(&url(&srv.url("/ok")), headers, body.clone())
+        .await;
+    assert_eq!(out.kind, AttemptKind::Success, "{out:?}");
+    assert!(out.kind.is_success());
+    assert_eq!(out.status, Some(200));
+    assert_eq!(out.error, None);
+    assert_eq!(out.response_snippet.as_deref(), Some("ok"));
+    assert_eq!(out.retry_after, None);
+    assert!(out.duration > Duration::ZERO);
+
+    let seen = srv.seen();
+    assert_eq!(seen.len(), 1);
+    let h = &seen[0].headers;
+    assert_eq!(seen[0].body, body);
+    assert_eq!(h["user-agent"], "WorkFlows-Webhooks/test");
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-workflows-event"], "alert.created");
+    assert_eq!(h["content-length"], body.len().to_string().as_str());
+}
+
+#[tokio::test]
+async fn caller_headers_win_over_defaults() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "content-type",
+        "application/cloudevents+json".parse().unwrap(),
+    );
+    headers.insert("user-agent", "custom/1".parse().unwrap());
+    let out = client
+        .post(&url(&srv.url("/ok")), headers, Bytes::new())
+        .await;
+    assert_eq!(out.kind, AttemptKind::Success, "{out:?}");
+    let seen = srv.seen();
+    assert_eq!(
+        seen[0].headers["content-type"],
+        "application/cloudevents+json"
+    );
+    assert_eq!(seen[0].headers["user-agent"], "custom/1");
+}
+
+#[tokio::test]
+async fn statuses_are_classified() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    for (code, kind, label) in [
+        (204, AttemptKind::Success, "2xx"),
+        (400, AttemptKind::Status4xx, "4xx"),
+        (410, AttemptKind::Status4xx, "4xx"),
+        (500, AttemptKind::Status5xx, "5xx"),
+        (502, AttemptKind::Status5xx, "5xx"),
+    ] {
+        let out = post(&client, &srv.url(&format!("/status/{code}"))).await;
+        assert_eq!(out.kind, kind, "{code}: {out:?}");
+        assert_eq!(out.kind.label(), label);
+        assert_eq!(out.status, Some(code));
+    }
+    let out = post(&client, &srv.url("/status/500")).await;
+    assert_eq!(out.response_snippet.as_deref(), Some("status 500"));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let out = post(&client, &srv.url("/redirect")).await;
+    assert_eq!(out.kind, AttemptKind::Status3xx, "{out:?}");
+    assert!(!out.kind.is_success());
+    assert_eq!(out.status, Some(302));
+    let error = out.error.expect("3xx explains itself");
+    assert!(error.contains("not followed"), "{error}");
+    let paths: Vec<String> = srv.seen().into_iter().map(|s| s.path).collect();
+    assert_eq!(paths, ["/redirect"]);
+}
+
+#[tokio::test]
+async fn slow_server_times_out() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, Duration::from_millis(300));
+    let out = post(&client, &srv.url("/slow")).await;
+    assert_eq!(out.kind, AttemptKind::Timeout, "{out:?}");
+    assert_eq!(out.kind.label(), "timeout");
+    assert_eq!(out.status, None);
+    assert!(out.duration >= Duration::from_millis(300), "{out:?}");
+    assert!(out.duration < TIMEOUT, "{out:?}");
+}
+
+#[tokio::test]
+async fn endless_body_times_out_but_keeps_the_status() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, Duration::from_millis(300));
+    let out = post(&client, &srv.url("/slow-body")).await;
+    assert_eq!(out.kind, AttemptKind::Timeout, "{out:?}");
+    assert_eq!(out.status, Some(200));
+}
+
+#[tokio::test]
+async fn closed_port_is_a_connect_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let client = DeliveryClient::new(ClientConfig {
+        allowed: loopback(),
+        ..ClientConfig::new(TIMEOUT)
+    })
+    .expect("client");
+    let out = post(&client, &format!("https://127.0.0.1:{port}/")).await;
+    assert_eq!(out.kind, AttemptKind::ConnectError, "{out:?}");
+    assert_eq!(out.kind.label(), "connect_error");
+    let error = out.error.expect("error text");
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+}
+
+#[tokio::test]
+async fn untrusted_certificate_is_a_tls_error() {
+    let srv = TestServer::start().await;
+    // Public roots only: the self-signed test certificate is not trusted.
+    let client = DeliveryClient::new(ClientConfig {
+        allowed: loopback(),
+        ..ClientConfig::new(TIMEOUT)
+    })
+    .expect("client");
+    let out = post(&client, &srv.url("/ok")).await;
+    assert_eq!(out.kind, AttemptKind::TlsError, "{out:?}");
+    assert_eq!(out.kind.label(), "tls_error");
+    let error = out.error.expect("error text");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(srv.seen().is_empty());
+}
+
+#[tokio::test]
+async fn private_literal_is_blocked_without_connecting() {
+    let srv = TestServer::start().await;
+    let pem = TempFile::with_contents(&srv.cert_pem);
+    // Trusts the server, but 127.0.0.0/8 is not allowed.
+    let client = DeliveryClient::new(ClientConfig {
+        extra_root_ca: Some(pem.path().to_owned()),
+        ..ClientConfig::new(TIMEOUT)
+    })
+    .expect("client");
+    let out = post(&client, &srv.url("/ok")).await;
+    assert_eq!(out.kind, AttemptKind::Blocked, "{out:?}");
+    assert_eq!(out.kind.label(), "blocked");
+    assert_eq!(out.status, None);
+    assert!(out.error.expect("error text").contains("127.0.0.1"));
+    assert_eq!(srv.accepts(), 0, "no connection may be made");
+
+    // Same for IPv6 literals, including the mapped form of 127.0.0.1.
+    for u in ["https://[::1]:9/", "https://[::ffff:127.0.0.1]:9/"] {
+        let out = post(&client, u).await;
+        assert_eq!(out.kind, AttemptKind::Blocked, "{u}: {out:?}");
+    }
+}
+
+#[tokio::test]
+async fn big_body_is_capped_and_snippet_truncated() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let out = post(&client, &srv.url("/big")).await;
+    assert_eq!(out.kind, AttemptKind::Success, "{out:?}");
+    let snippet = out.response_snippet.expect("snippet");
+    assert_eq!(snippet.len(), SNIPPET_LEN);
+    assert!(snippet.bytes().all(|b| b == b'x'));
+}
+
+#[tokio::test]
+async fn retry_after_is_parsed_on_429_and_503() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let out = post(&client, &srv.url("/429")).await;
+    assert_eq!(out.kind, AttemptKind::Status4xx, "{out:?}");
+    assert_eq!(out.status, Some(429));
+    assert_eq!(out.retry_after, Some(Duration::from_secs(7)));
+
+    let out = post(&client, &srv.url("/503-date")).await;
+    assert_eq!(out.kind, AttemptKind::Status5xx, "{out:?}");
+    let ra = out.retry_after.expect("HTTP-date parsed");
+    assert!(
+        ra > Duration::from_secs(100) && ra <= Duration::from_secs(120),
+        "{ra:?}"
+    );
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive() {
+    let srv = TestServer::start().await;
+    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let clone = client.clone();
+    for i in 0..5 {
+        let c = if i % 2 == 0 { &client } else { &clone };
+        assert!(post(c, &srv.url("/ok")).await.kind.is_success());
+    }
+    assert_eq!(srv.seen().len(), 5);
+    // Returning a connection to the pool is asynchronous, so an occasional second
+    // connection is possible; one per request would mean no reuse at all.
+    assert!(srv.accepts() < 5, "accepts = {}", srv.accepts());
+}
+
+#[tokio::test]
+async fn resolver_drops_private_addresses() {
+    let strict = SsrfResolver::new(AllowedCidrs::default());
+    match strict.resolve("localhost").await {
+        Err(ResolveError::Blocked { host, addrs }) => {
+            assert_eq!(host, "localhost");
+            assert!(
+                addrs.contains("127.0.0.1") || addrs.contains("::1"),
+                "{addrs}"
+            );
+        }
+        other => panic!("expected Blocked, got {other:?}"),
+    }
+    // The same through the tower::Service interface hyper-util uses.
+    let err = strict
+        .clone()
+        .oneshot(Name::from_str("localhost").unwrap())
+        .await
+        .expect_err("blocked");
+    assert!(matches!(err, ResolveError::Blocked { .. }), "{err}");
+
+    let lenient = SsrfResolver::new(loopback());
+    let addrs = lenient.resolve("localhost").await.expect("allowed");
+    assert!(!addrs.is_empty());
+    assert!(addrs.iter().all(|a| a.ip().is_loopback()), "{addrs:?}");
+    let via_service: Vec<_> = lenient
+        .oneshot(Name::from_str("localhost").unwrap())
+        .await
+        .expect("allowed")
+        .collect();
+    assert_eq!(via_service.len(), addrs.len());
+}
+
+#[test]
+fn unreadable_or_empty_root_ca_file_is_named() {
+    let missing = std::env::temp_dir().join("wf-worker-it-does-not-exist.pem");
+    let err = DeliveryClient::new(ClientConfig {
+        extra_root_ca: Some(missing.clone()),
+        ..ClientConfig::new(TIMEOUT)
+    })
+    .expect_err("missing file");
+    assert!(
+        format!("{err:#}").contains(&missing.display().to_string()),
+        "{err:#}"
+    );
+
+    let empty = TempFile::with_contents("no certificates here\n");
+    let err = DeliveryClient::new(ClientConfig {
+        extra_root_ca: Some(empty.path().to_owned()),
+        ..ClientConfig::new(TIMEOUT)
+    })
+    .expect_err("empty file");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&empty.path().display().to_string()), "{msg}");
+    assert!(msg.contains("no certificate"), "{msg}");
+}
