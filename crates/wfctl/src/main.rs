@@ -1,1 +1,97 @@
-fn main() {}
+//! `wfctl`: the operator CLI. Every command reads the same `WF_*` variables as the
+//! services (SPEC §2), so it always talks to the deployment they do.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wf_broker::{Broker, Topology};
+use wf_core::config::{Config, Role};
+use wf_core::ids::{ApiKeyId, OrgId};
+use wf_store::Store;
+
+#[derive(Parser)]
+#[command(name = "wfctl", version, about = "Operate WorkFlows outbound webhooks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending database migrations (safe to run concurrently).
+    Migrate,
+    /// Declare the RabbitMQ exchanges and queues (idempotent).
+    Topology,
+    /// Manage API keys.
+    #[command(name = "api-key", subcommand)]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key for an organisation (created if new). The key is printed once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a key by id (`key_…`).
+    Revoke { id: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env(Role::Cli)?;
+    wf_telemetry::init_tracing(
+        std::env::var("WF_LOG").as_deref().unwrap_or("warn"),
+        config.log_format,
+    )?;
+    match cli.command {
+        Command::Migrate => {
+            wf_store::migrate(&config.database_url).await?;
+            println!("migrations applied");
+        }
+        Command::Topology => {
+            let broker = Broker::connect(&config.amqp_url).await?;
+            broker
+                .declare_topology(&Topology {
+                    queue_type: config.queue_type,
+                    retry_delays: config.retry_schedule.distinct_delays(),
+                })
+                .await?;
+            broker.close().await;
+            println!("topology declared");
+        }
+        Command::ApiKey(ApiKeyCommand::Create { org, name }) => {
+            let org = OrgId::parse(&org).context("--org")?;
+            let name = name.trim();
+            anyhow::ensure!(
+                !name.is_empty() && name.chars().count() <= 100,
+                "--name must be 1 to 100 characters"
+            );
+            let store = store(&config).await?;
+            let (key, token) = store.create_api_key(&org, name).await?;
+            println!("{token}");
+            eprintln!(
+                "created API key {} for {} (shown once; store it now)",
+                key.id, key.org_id
+            );
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
+            let id = ApiKeyId::parse(&id).context("API key id")?;
+            let store = store(&config).await?;
+            match store.revoke_api_key(None, &id).await? {
+                Some(k) => println!("revoked {} ({})", k.id, k.name),
+                None => anyhow::bail!("no active API key {id}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn store(config: &Config) -> anyhow::Result<Store> {
+    wf_store::migrate(&config.database_url).await?;
+    Ok(Store::connect(&config.database_url, config.secret_key, 2).await?)
+}
