@@ -1,0 +1,10 @@
+//! End-to-end tests: the real ingestor and worker, in-process, against the real Postgres
+//! and RabbitMQ of this machine, delivering to a real HTTPS receiver on loopback.
+
+mod api;
+mod deploy;
+mod harness;
+mod invalid;
+mod metrics;
+mod pipeline;
+mod retries;
