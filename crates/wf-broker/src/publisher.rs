@@ -92,6 +92,28 @@ pub async fn publish_event(
         .await
 }
 
+/// Queues a delivery job on `workflows.deliveries` (fan-out, manual retries, replays)
+/// and waits for the confirm. The message id is the delivery id.
+///
+/// # Errors
+/// As [`Publisher::publish`].
+pub async fn queue_delivery(
+    publisher: &Publisher,
+    job: &wf_core::messages::DeliveryJob,
+) -> Result<(), PublishError> {
+    let body = job.encode();
+    publisher
+        .publish(OutgoingMessage {
+            exchange: crate::names::DELIVERIES_EXCHANGE,
+            routing_key: crate::names::DELIVERY_ROUTING_KEY,
+            body: &body,
+            message_id: Some(job.v1().delivery_id.as_str()),
+            headers: Vec::new(),
+            mandatory: true,
+        })
+        .await
+}
+
 /// A confirmed publisher. Cheap to clone; clones share one confirm-mode channel.
 #[derive(Clone)]
 pub struct Publisher {

@@ -27,8 +27,14 @@ pub struct DeliveryJobV1 {
     pub event: EventType,
     /// Event timestamp, milliseconds since the epoch (for event-to-delivery latency).
     pub event_ts_ms: i64,
-    /// The attempt this message asks for (1 for the first).
+    /// The attempt this message asks for (1 for the first). It keeps counting up across
+    /// manual retries and replays, so `X-WorkFlows-Attempt` never repeats.
     pub attempt: u32,
+    /// Attempts made before the current retry schedule started: 0 for a fanned-out
+    /// delivery; for a replay, the attempts already spent, so the replay gets the whole
+    /// schedule again. Optional on the wire (absent = 0), so older jobs still decode.
+    #[serde(default)]
+    pub retry_base: u32,
     /// The payload, serialised once at fan-out: every attempt sends these exact bytes.
     pub body: String,
 }
@@ -65,6 +71,7 @@ mod tests {
             event: EventType::AlertCreated,
             event_ts_ms: 1,
             attempt: 1,
+            retry_base: 0,
             body: "{}".into(),
         });
         let bytes = job.encode();
@@ -72,5 +79,8 @@ mod tests {
         assert_eq!(DeliveryJob::decode(&bytes).unwrap(), job);
         assert!(DeliveryJob::decode(br#"{"v":"9"}"#).is_err());
         assert!(DeliveryJob::decode(b"garbage").is_err());
+        // A job written before `retryBase` existed still decodes, with 0.
+        let old = br#"{"v":"1","deliveryId":"dlv_a","webhookId":"whk_a","orgId":"o","eventId":"e","event":"alert.created","eventTsMs":1,"attempt":2,"body":"{}"}"#;
+        assert_eq!(DeliveryJob::decode(old).unwrap().v1().retry_base, 0);
     }
 }

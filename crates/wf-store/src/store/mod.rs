@@ -16,6 +16,7 @@ use crate::StoreError;
 mod deliveries;
 mod events;
 pub(crate) mod keys;
+pub(crate) mod replay;
 mod webhooks;
 
 /// Largest page a listing returns, whatever the caller asks for.
@@ -108,8 +109,15 @@ impl Store {
         self.pool.close();
     }
 
+    /// Checks out a pooled connection; the wait is `wf_db_pool_wait_seconds`, which shows
+    /// an undersized pool (or a slow database holding connections) before requests fail.
     async fn conn(&self) -> Result<Object, StoreError> {
-        Ok(self.pool.get().await?)
+        let started = std::time::Instant::now();
+        let conn = self.pool.get().await;
+        wf_telemetry::metrics()
+            .db_pool_wait_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(conn?)
     }
 }
 

@@ -1,0 +1,251 @@
+//! Re-queueing deliveries: their payloads (stored once per event at fan-out) and the
+//! queries behind manual retries, replays of dead deliveries and `wfctl dlq`.
+
+use chrono::{DateTime, Utc};
+use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
+
+use super::{col, parse_col, parse_event, Store};
+use crate::{DeliveryStatus, StoreError};
+
+/// A payload to keep, as fanned out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayload {
+    pub org_id: OrgId,
+    pub event_id: EventId,
+    /// The exact body every delivery of the event sends.
+    pub body: String,
+    pub event_ts_ms: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which deliveries to re-queue.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter<'a> {
+    /// `None` only for operators (`wfctl`): every organisation.
+    pub org: Option<&'a OrgId>,
+    pub webhook: Option<&'a WebhookId>,
+    pub delivery: Option<&'a DeliveryId>,
+    pub status: Option<DeliveryStatus>,
+    /// On the delivery's creation time (when its event was fanned out).
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Only deliveries with an id greater than this (keyset paging through a replay).
+    pub after: Option<&'a DeliveryId>,
+    pub limit: i64,
+}
+
+/// Everything needed to rebuild a delivery job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayItem {
+    pub delivery_id: DeliveryId,
+    pub org_id: OrgId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event: wf_core::events::EventType,
+    pub status: DeliveryStatus,
+    /// Highest attempt made so far: the next one is numbered after it.
+    pub attempt_count: u32,
+    /// `None` when the payload was pruned (or its log record never landed).
+    pub body: Option<String>,
+    pub event_ts_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ReplayItem {
+    /// The job that re-queues this delivery now: the same id and payload, the next attempt
+    /// number, and a fresh retry schedule (counted from this attempt). `None` when the
+    /// payload is gone.
+    pub fn to_job(&self) -> Option<wf_core::messages::DeliveryJob> {
+        use wf_core::messages::{DeliveryJob, DeliveryJobV1};
+        Some(DeliveryJob::V1(DeliveryJobV1 {
+            delivery_id: self.delivery_id.clone(),
+            webhook_id: self.webhook_id.clone(),
+            org_id: self.org_id.clone(),
+            event_id: self.event_id.clone(),
+            event: self.event,
+            event_ts_ms: self.event_ts_ms?,
+            attempt: self.attempt_count + 1,
+            retry_base: self.attempt_count,
+            body: self.body.clone()?,
+        }))
+    }
+}
+
+impl Store {
+    /// Keeps payloads; a payload already stored for (org, event) is left as it is.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn insert_payloads(&self, rows: &[NewPayload]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut sorted: Vec<&NewPayload> = rows.iter().collect();
+        sorted.sort_by(|a, b| (&a.org_id, &a.event_id).cmp(&(&b.org_id, &b.event_id)));
+        sorted.dedup_by(|a, b| a.org_id == b.org_id && a.event_id == b.event_id);
+        let orgs: Vec<&str> = sorted.iter().map(|r| r.org_id.as_str()).collect();
+        let events: Vec<&str> = sorted.iter().map(|r| r.event_id.as_str()).collect();
+        let bodies: Vec<&str> = sorted.iter().map(|r| r.body.as_str()).collect();
+        let ts: Vec<i64> = sorted.iter().map(|r| r.event_ts_ms).collect();
+        let created: Vec<DateTime<Utc>> = sorted.iter().map(|r| r.created_at).collect();
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO event_payloads (org_id, event_id, body, event_ts_ms, created_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], \
+                 $5::timestamptz[]) ON CONFLICT (org_id, event_id) DO NOTHING",
+            )
+            .await?;
+        client
+            .execute(&stmt, &[&orgs, &events, &bodies, &ts, &created])
+            .await?;
+        Ok(())
+    }
+
+    /// Deliveries matching `filter`, ordered by id, with their payloads.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`]; [`StoreError::Decode`] for a row that
+    /// does not parse.
+    pub async fn replay_items(&self, f: &ReplayFilter<'_>) -> Result<Vec<ReplayItem>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT d.id, d.org_id, d.webhook_id, d.event_id, d.event, d.status, \
+                 d.attempt_count, d.last_error, d.updated_at, p.body, p.event_ts_ms \
+                 FROM deliveries d LEFT JOIN event_payloads p \
+                 ON p.org_id = d.org_id AND p.event_id = d.event_id \
+                 WHERE ($1::text IS NULL OR d.org_id = $1) \
+                 AND ($2::text IS NULL OR d.webhook_id = $2) \
+                 AND ($3::text IS NULL OR d.id = $3) \
+                 AND ($4::text IS NULL OR d.status = $4) \
+                 AND ($5::timestamptz IS NULL OR d.created_at >= $5) \
+                 AND ($6::timestamptz IS NULL OR d.created_at < $6) \
+                 AND ($7::text IS NULL OR d.id > $7) \
+                 ORDER BY d.id LIMIT $8",
+            )
+            .await?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &f.org.map(OrgId::as_str),
+                    &f.webhook.map(WebhookId::as_str),
+                    &f.delivery.map(DeliveryId::as_str),
+                    &f.status.map(|s| s.as_str()),
+                    &f.since,
+                    &f.until,
+                    &f.after.map(DeliveryId::as_str),
+                    &f.limit.max(1),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let count: i32 = col(row, "attempt_count")?;
+                Ok(ReplayItem {
+                    delivery_id: parse_col(row, "id", DeliveryId::parse)?,
+                    org_id: parse_col(row, "org_id", OrgId::parse)?,
+                    webhook_id: parse_col(row, "webhook_id", WebhookId::parse)?,
+                    event_id: parse_col(row, "event_id", EventId::parse)?,
+                    event: parse_col(row, "event", parse_event)?,
+                    status: parse_col(row, "status", |s| {
+                        DeliveryStatus::parse(s).ok_or_else(|| format!("unknown status `{s}`"))
+                    })?,
+                    attempt_count: u32::try_from(count).unwrap_or(0),
+                    body: col(row, "body")?,
+                    event_ts_ms: col(row, "event_ts_ms")?,
+                    last_error: col(row, "last_error")?,
+                    updated_at: col(row, "updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks re-queued deliveries `pending` again (their next attempt updates them as
+    /// usual), so a second replay does not pick them up twice.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn mark_requeued(&self, ids: &[DeliveryId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = ids.iter().map(DeliveryId::as_str).collect();
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'pending', \
+                 updated_at = date_trunc('milliseconds', now()) WHERE id = ANY($1)",
+            )
+            .await?;
+        client.execute(&stmt, &[&ids]).await?;
+        Ok(())
+    }
+
+    /// Deletes payloads of events fanned out before `older_than`, `batch` rows per
+    /// statement. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn prune_payloads(
+        &self,
+        older_than: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM event_payloads WHERE (org_id, event_id) IN (\
+                 SELECT org_id, event_id FROM event_payloads WHERE created_at < $1 \
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .await?;
+        let mut total = 0;
+        loop {
+            let n = client.execute(&stmt, &[&older_than, &batch]).await?;
+            total += n;
+            if n < batch.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs `f` only if no other process holds the named advisory lock right now (so one
+    /// pruner runs across all workers). Returns `None` when another holds it.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`], or what `f` returns.
+    pub async fn try_prune_all(
+        &self,
+        older_than: DateTime<Utc>,
+        batch: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        // A session lock on one pooled connection; the pruning runs on other connections.
+        const PRUNE_LOCK: i64 = 0x7766_5f70_7275_6e65; // "wf_prune"
+        let lock_conn = self.conn().await?;
+        let got: bool = lock_conn
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
+            .await?
+            .get(0);
+        if !got {
+            return Ok(None);
+        }
+        let result = async {
+            let mut n = self.prune_deliveries(older_than, batch).await?;
+            n += self.prune_payloads(older_than, batch).await?;
+            // Idempotency records matter for 24 h whatever the log retention is.
+            n += self
+                .prune_events(Utc::now() - chrono::Duration::hours(24), batch)
+                .await?;
+            Ok::<_, StoreError>(n)
+        }
+        .await;
+        let _ = lock_conn
+            .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
+            .await;
+        result.map(Some)
+    }
+}
