@@ -20,8 +20,9 @@ use wf_core::views::WebhookView;
 use wf_store::{AttemptRecord, DeliveryStatus, Store, Subscription};
 use wf_telemetry::metrics;
 
+use crate::breaker::{counts_as_endpoint_failure, endpoint_key, Endpoints, Rejected};
 use crate::cache::SubscriptionCache;
-use crate::client::{AttemptOutcome, DeliveryClient};
+use crate::client::{AttemptKind, AttemptOutcome, DeliveryClient};
 use crate::log::{DeliveryLog, LogRecord};
 
 /// What the delivery step needs.
@@ -34,7 +35,14 @@ pub struct Deliverer {
     pub schedule: RetrySchedule,
     pub allowed: AllowedCidrs,
     pub user_agent: String,
+    /// Per-endpoint concurrency bound and circuit breaker.
+    pub endpoints: Endpoints,
 }
+
+/// How long a delivery waits for a free slot at its endpoint before it is sent to the
+/// retry schedule instead: short, because the waiting delivery holds a worker slot that a
+/// healthy endpoint could use.
+pub const ENDPOINT_WAIT: Duration = Duration::from_millis(500);
 
 /// What happens to a job after its attempt.
 enum Next {
@@ -50,10 +58,21 @@ impl Deliverer {
         let job = match DeliveryJob::decode(&msg.body) {
             Ok(j) => j,
             Err(e) => {
-                self.poison(&msg, &e.to_string()).await;
+                self.poison(&msg, "undecodable_job", &e.to_string()).await;
                 return;
             }
         };
+        if crate::fanout::is_poison(&msg) {
+            // Redelivered up to the broker's limit (workers died or failed to settle it
+            // every time): dead-letter it with a reason rather than try once more.
+            self.poison(
+                &msg,
+                "redelivery_limit",
+                "job was redelivered too many times",
+            )
+            .await;
+            return;
+        }
         let j = job.v1().clone();
         let span = tracing::info_span!(
             "delivery",
@@ -78,9 +97,14 @@ impl Deliverer {
         }
     }
 
-    /// A job that cannot be decoded goes straight to the dead-letter queue, with why.
-    async fn poison(&self, msg: &Incoming, why: &str) {
-        warn!(error = why, "undecodable delivery job; dead-lettering it");
+    /// A job that cannot be (or must not be) attempted goes straight to the dead-letter
+    /// queue, with the reason and why.
+    async fn poison(&self, msg: &Incoming, reason: &str, why: &str) {
+        warn!(
+            reason,
+            error = why,
+            "dead-lettering delivery job without an attempt"
+        );
         metrics().deliveries.with_label_values(&["dead"]).inc();
         let res = self
             .publisher
@@ -90,10 +114,7 @@ impl Deliverer {
                 body: &msg.body,
                 message_id: msg.message_id.as_deref(),
                 headers: vec![
-                    (
-                        "x-wf-reason".into(),
-                        HeaderValue::Str("undecodable_job".into()),
-                    ),
+                    ("x-wf-reason".into(), HeaderValue::Str(reason.to_owned())),
                     (
                         "x-wf-last-error".into(),
                         HeaderValue::Str(why.chars().take(512).collect()),
@@ -123,22 +144,27 @@ impl Deliverer {
         };
         let started_at = chrono::Utc::now();
         metrics().in_flight.inc();
-        let outcome = self.send(j, &sub).await;
+        let (outcome, sent) = self.send(j, &sub).await;
         metrics().in_flight.dec();
-        metrics()
-            .delivery_attempts
-            .with_label_values(&[outcome.kind.label()])
-            .inc();
-        metrics()
-            .delivery_duration
-            .observe(outcome.duration.as_secs_f64());
+        if sent {
+            metrics()
+                .delivery_attempts
+                .with_label_values(&[outcome.kind.label()])
+                .inc();
+            metrics()
+                .delivery_duration
+                .observe(outcome.duration.as_secs_f64());
+        }
 
         let next = if outcome.kind.is_success() {
             Next::Delivered
         } else if outcome.status == Some(410) {
             Next::Dead { reason: "gone" }
         } else {
-            match self.retry_tier(j.attempt, outcome.retry_after) {
+            match self.retry_tier(
+                j.attempt.saturating_sub(j.retry_base).max(1),
+                outcome.retry_after,
+            ) {
                 Some(tier) => Next::Retry { tier },
                 None => Next::Dead {
                     reason: "retries_exhausted",
@@ -148,10 +174,15 @@ impl Deliverer {
         // The kind leads the text, so the log says which kind of failure it was
         // (`timeout: …`, `tls_error: …`); a plain non-2xx status needs no more words.
         let error = match (&outcome.error, outcome.kind.is_success()) {
+            (Some(e), _) if !sent => Some(e.clone()),
             (Some(e), _) => Some(format!("{}: {e}", outcome.kind.label())),
             (None, false) if outcome.status.is_none() => Some(outcome.kind.label().to_owned()),
             (None, _) => None,
         };
+        // What the retry / dead-letter message carries as `x-wf-last-error`.
+        let header_error = error
+            .clone()
+            .or_else(|| outcome.status.map(|c| format!("HTTP {c}")));
         match &next {
             Next::Delivered => {
                 let lag_ms = started_at.timestamp_millis() - j.event_ts_ms
@@ -166,7 +197,7 @@ impl Deliverer {
                     j,
                     names::retry_queue(*tier).as_str(),
                     "",
-                    error.as_deref(),
+                    header_error.as_deref(),
                     None,
                 )
                 .await?;
@@ -184,7 +215,7 @@ impl Deliverer {
                     j,
                     names::DELIVERY_ROUTING_KEY,
                     names::DEAD_EXCHANGE,
-                    error.as_deref(),
+                    header_error.as_deref(),
                     Some(reason),
                 )
                 .await?;
@@ -321,16 +352,48 @@ impl Deliverer {
         }
     }
 
-    async fn send(&self, j: &DeliveryJobV1, sub: &Subscription) -> AttemptOutcome {
+    /// Makes the attempt, within the endpoint's concurrency bound and circuit breaker.
+    /// Returns the outcome and whether a request was actually made: while the endpoint's
+    /// circuit is open (or it stays saturated past [`ENDPOINT_WAIT`]) nothing is sent and
+    /// the delivery moves on to its next retry step, so a failing endpoint neither holds
+    /// worker slots nor delays healthy ones, and still ends dead-lettered if it never
+    /// recovers.
+    async fn send(&self, j: &DeliveryJobV1, sub: &Subscription) -> (AttemptOutcome, bool) {
         // The policy runs again at delivery time: the URL may predate a policy change, and
         // the client re-checks every resolved address (DNS rebinding).
         let url = match WebhookUrl::parse(&sub.url, &self.allowed) {
             Ok(u) => u,
-            Err(e) => return AttemptOutcome::blocked(e.to_string()),
+            Err(e) => return (AttemptOutcome::blocked(e.to_string()), true),
+        };
+        let permit = match self
+            .endpoints
+            .acquire(&endpoint_key(&url), ENDPOINT_WAIT)
+            .await
+        {
+            Ok(p) => p,
+            Err(rejected) => {
+                let why = match rejected {
+                    Rejected::Open => "circuit_open: endpoint keeps failing; not sent",
+                    Rejected::Busy => "endpoint_busy: endpoint concurrency limit reached; not sent",
+                };
+                let mut outcome = AttemptOutcome::blocked(why);
+                outcome.duration = Duration::ZERO;
+                return (outcome, false);
+            }
         };
         let body = Bytes::from(j.body.clone().into_bytes());
         let headers = self.headers(j, sub, &body);
-        self.client.post(&url, headers, body).await
+        let outcome = self.client.post(&url, headers, body).await;
+        let transport = matches!(
+            outcome.kind,
+            AttemptKind::Timeout | AttemptKind::ConnectError | AttemptKind::TlsError
+        );
+        if counts_as_endpoint_failure(outcome.status, transport) {
+            permit.failure();
+        } else {
+            permit.success();
+        }
+        (outcome, true)
     }
 
     fn headers(&self, j: &DeliveryJobV1, sub: &Subscription, body: &[u8]) -> HeaderMap {

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use futures::future::try_join_all;
 use tracing::{debug, warn};
-use wf_broker::{names, HeaderValue, Incoming, OutgoingMessage, PublishError, Publisher};
+use wf_broker::{
+    names, queue_delivery, HeaderValue, Incoming, OutgoingMessage, PublishError, Publisher,
+};
 use wf_core::envelope::Event;
 use wf_core::ids::DeliveryId;
 use wf_core::messages::{DeliveryJob, DeliveryJobV1};
-use wf_store::NewDelivery;
+use wf_store::{NewDelivery, NewPayload};
 use wf_telemetry::metrics;
 
 use crate::cache::SubscriptionCache;
@@ -34,9 +36,10 @@ impl Fanout {
                     .await
             }
             Ok(event) => {
-                // HTTP events were counted by the ingestor and system events are not
-                // ingested; only what producers published straight to the exchange
-                // (no source header) is counted here.
+                // Events the ingestor published (API ingest and its system events,
+                // source `http`) were counted there; the worker's own system events
+                // (`webhook.disabled` after a 410) are not ingested. Only what producers
+                // published straight to the exchange (no source header) is counted here.
                 if !msg.headers.contains_key(wf_broker::SOURCE_HEADER) {
                     metrics()
                         .events_ingested
@@ -106,47 +109,55 @@ impl Fanout {
         // Serialised once per event: every webhook and every attempt sends these bytes.
         let body = String::from_utf8(event.payload()).expect("JSON is UTF-8");
         let now = chrono::Utc::now();
-        let jobs: Vec<(DeliveryId, Vec<u8>)> = subs
+        let jobs: Vec<DeliveryJob> = subs
             .iter()
             .map(|s| {
-                let id = DeliveryId::derive(&event.org_id, &event.id, &s.webhook_id);
-                let job = DeliveryJob::V1(DeliveryJobV1 {
-                    delivery_id: id.clone(),
+                DeliveryJob::V1(DeliveryJobV1 {
+                    delivery_id: DeliveryId::derive(&event.org_id, &event.id, &s.webhook_id),
                     webhook_id: s.webhook_id.clone(),
                     org_id: event.org_id.clone(),
                     event_id: event.id.clone(),
                     event: event.event,
                     event_ts_ms: event.timestamp.timestamp_millis(),
                     attempt: 1,
+                    retry_base: 0,
                     body: body.clone(),
-                });
-                (id, job.encode())
+                })
             })
             .collect();
-        try_join_all(jobs.iter().map(|(id, bytes)| {
-            self.publisher.publish(OutgoingMessage {
-                exchange: names::DELIVERIES_EXCHANGE,
-                routing_key: names::DELIVERY_ROUTING_KEY,
-                body: bytes,
-                message_id: Some(id.as_str()),
-                headers: Vec::new(),
-                mandatory: true,
-            })
-        }))
-        .await
-        .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
-        for (s, (id, _)) in subs.iter().zip(&jobs) {
+        try_join_all(jobs.iter().map(|j| queue_delivery(&self.publisher, j)))
+            .await
+            .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
+        // Logged after the jobs are queued: the log may lag, the deliveries never wait.
+        self.log
+            .record(LogRecord::Payload(NewPayload {
+                org_id: event.org_id.clone(),
+                event_id: event.id.clone(),
+                body,
+                event_ts_ms: event.timestamp.timestamp_millis(),
+                created_at: now,
+            }))
+            .await;
+        for job in &jobs {
+            let j = job.v1();
             self.log
                 .record(LogRecord::Delivery(NewDelivery {
-                    id: id.clone(),
-                    org_id: event.org_id.clone(),
-                    webhook_id: s.webhook_id.clone(),
-                    event_id: event.id.clone(),
-                    event: event.event,
+                    id: j.delivery_id.clone(),
+                    org_id: j.org_id.clone(),
+                    webhook_id: j.webhook_id.clone(),
+                    event_id: j.event_id.clone(),
+                    event: j.event,
                     created_at: now,
                 }))
                 .await;
         }
         Ok(())
     }
+}
+
+/// Whether a message has been redelivered so often that the next failure would make the
+/// broker dead-letter it (quorum queues count deliveries in `x-delivery-count`).
+pub fn is_poison(msg: &Incoming) -> bool {
+    msg.delivery_count()
+        .is_some_and(|n| n >= wf_broker::DELIVERY_LIMIT - 1)
 }

@@ -6,6 +6,7 @@
 //! instant and every delivery still happens at least once.
 #![forbid(unsafe_code)]
 
+pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod deliver;
@@ -20,8 +21,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use wf_broker::{names, Broker, Incoming, Topology};
 use wf_core::config::Config;
@@ -32,6 +33,11 @@ use crate::client::{ClientConfig, DeliveryClient};
 use crate::deliver::Deliverer;
 use crate::fanout::Fanout;
 use crate::log::DeliveryLog;
+
+/// Requests in flight to one endpoint (scheme, host, port) at most: enough for a healthy
+/// receiver to take a worker's full throughput over keep-alive connections, few enough
+/// that one slow endpoint cannot occupy every worker slot.
+const PER_ENDPOINT_CONCURRENCY: usize = 64;
 
 /// Fan-out holds a message only for a cache lookup and a few confirms; this many in
 /// flight keep the broker busy without starving deliveries of connections.
@@ -53,6 +59,7 @@ pub async fn run(
         warn!("{w}");
     }
     let concurrency = config.worker_concurrency;
+    wf_telemetry::metrics().init_retry_tiers(&config.retry_schedule);
     let client = DeliveryClient::new(ClientConfig {
         timeout: config.delivery_timeout,
         allowed: config.allowed_target_cidrs.clone(),
@@ -88,6 +95,11 @@ pub async fn run(
         Err(e) => cache::warn_no_feed(&e),
     }
     let (log, log_writer) = DeliveryLog::start(store.clone());
+    tokio::spawn(prune_loop(
+        store.clone(),
+        config.delivery_log_retention,
+        internal.clone(),
+    ));
 
     let fanout = Arc::new(Fanout {
         cache: cache.clone(),
@@ -103,6 +115,10 @@ pub async fn run(
         schedule: config.retry_schedule.clone(),
         allowed: config.allowed_target_cidrs.clone(),
         user_agent: format!("WorkFlows-Webhooks/{}", wf_core::VERSION),
+        endpoints: breaker::Endpoints::new(breaker::BreakerConfig {
+            per_endpoint_concurrency: PER_ENDPOINT_CONCURRENCY,
+            ..breaker::BreakerConfig::default()
+        }),
     });
 
     let fanout_alive = Arc::new(AtomicBool::new(false));
@@ -193,8 +209,10 @@ where
         .with_context(|| format!("consuming {queue}"))?;
     alive.store(true, Ordering::Release);
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let tracker = TaskTracker::new();
+    let mut tasks = JoinSet::new();
     loop {
+        // Reap finished handlers so the set holds only what is in flight.
+        while tasks.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -205,22 +223,60 @@ where
         };
         let Some(msg) = msg else { break };
         let fut = handle(msg);
-        tracker.spawn(async move {
+        tasks.spawn(async move {
             fut.await;
             drop(permit);
         });
     }
     alive.store(false, Ordering::Release);
     consumer.cancel().await;
-    tracker.close();
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        // Handlers still running are abandoned: their messages were never acked, so the
+        // broker hands them to another worker (at least once), and the delivery log can
+        // flush without waiting for them.
         warn!(
             queue,
-            in_flight = tracker.len(),
+            in_flight = tasks.len(),
             "grace period over; unfinished messages go back to the queue"
         );
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     } else {
         info!(queue, "drained");
     }
     Ok(())
+}
+
+/// How often a worker tries to prune the delivery log (one worker at a time does it).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Applies `WF_DELIVERY_LOG_RETENTION`: deletes old deliveries, attempts and payloads in
+/// small batches (no long locks), from one worker at a time (advisory lock).
+async fn prune_loop(store: Store, retention: Duration, stop: CancellationToken) {
+    let mut first = true;
+    loop {
+        let wait = if first {
+            Duration::from_secs(60)
+        } else {
+            PRUNE_EVERY
+        };
+        first = false;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Ok(retention) = chrono::Duration::from_std(retention) else {
+            return;
+        };
+        match store
+            .try_prune_all(chrono::Utc::now() - retention, 1_000)
+            .await
+        {
+            Ok(Some(n)) if n > 0 => info!(rows = n, "pruned the delivery log"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "pruning the delivery log failed; will retry"),
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
-use wf_store::{AttemptRecord, NewDelivery, Store};
+use wf_store::{AttemptRecord, NewDelivery, NewPayload, Store};
 use wf_telemetry::metrics;
 
 /// Records buffered before senders wait.
@@ -19,6 +19,7 @@ const LINGER: Duration = Duration::from_millis(20);
 
 /// One thing to log.
 pub enum LogRecord {
+    Payload(NewPayload),
     Delivery(NewDelivery),
     Attempt(Box<AttemptRecord>),
 }
@@ -48,47 +49,73 @@ impl DeliveryLog {
 }
 
 async fn writer(store: Store, mut rx: mpsc::Receiver<LogRecord>) {
-    let mut deliveries = Vec::new();
-    let mut attempts = Vec::new();
+    let mut batch = Batch::default();
     loop {
         let Some(first) = rx.recv().await else { break };
-        push(first, &mut deliveries, &mut attempts);
+        batch.push(first);
         let deadline = tokio::time::Instant::now() + LINGER;
-        while deliveries.len() + attempts.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(r)) => push(r, &mut deliveries, &mut attempts),
+                Ok(Some(r)) => batch.push(r),
                 Ok(None) | Err(_) => break,
             }
         }
-        flush(&store, &mut deliveries, &mut attempts).await;
+        flush(&store, &mut batch).await;
     }
     info!("delivery log flushed");
 }
 
-fn push(r: LogRecord, d: &mut Vec<NewDelivery>, a: &mut Vec<AttemptRecord>) {
-    match r {
-        LogRecord::Delivery(x) => d.push(x),
-        LogRecord::Attempt(x) => a.push(*x),
+/// Records waiting for one round of writes.
+#[derive(Default)]
+struct Batch {
+    payloads: Vec<NewPayload>,
+    deliveries: Vec<NewDelivery>,
+    attempts: Vec<AttemptRecord>,
+}
+
+impl Batch {
+    fn push(&mut self, r: LogRecord) {
+        match r {
+            LogRecord::Payload(x) => self.payloads.push(x),
+            LogRecord::Delivery(x) => self.deliveries.push(x),
+            LogRecord::Attempt(x) => self.attempts.push(*x),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.payloads.len() + self.deliveries.len() + self.attempts.len()
+    }
+
+    fn clear(&mut self) {
+        self.payloads.clear();
+        self.deliveries.clear();
+        self.attempts.clear();
+    }
+
+    /// Writes what is left, in dependency order; what was written is removed, so a retry
+    /// after a failure does not write it again.
+    async fn write(&mut self, store: &Store) -> Result<(), wf_store::StoreError> {
+        if !self.payloads.is_empty() {
+            store.insert_payloads(&self.payloads).await?;
+            self.payloads.clear();
+        }
+        if !self.deliveries.is_empty() {
+            store.insert_deliveries(&self.deliveries).await?;
+            self.deliveries.clear();
+        }
+        if !self.attempts.is_empty() {
+            store.record_attempts(&self.attempts).await?;
+            self.attempts.clear();
+        }
+        Ok(())
     }
 }
 
-async fn flush(store: &Store, d: &mut Vec<NewDelivery>, a: &mut Vec<AttemptRecord>) {
-    let n = d.len() + a.len();
+async fn flush(store: &Store, batch: &mut Batch) {
+    let n = batch.len();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let res = async {
-            if !d.is_empty() {
-                store.insert_deliveries(d).await?;
-                d.clear();
-            }
-            if !a.is_empty() {
-                store.record_attempts(a).await?;
-                a.clear();
-            }
-            Ok::<_, wf_store::StoreError>(())
-        }
-        .await;
-        match res {
+        match batch.write(store).await {
             Ok(()) => {
                 metrics().delivery_log_pending.sub(n as i64);
                 return;
@@ -98,8 +125,7 @@ async fn flush(store: &Store, d: &mut Vec<NewDelivery>, a: &mut Vec<AttemptRecor
                 // would block the log forever; drop it loudly instead.
                 error!(error = %e, records = n, "delivery log batch rejected; dropping it");
                 metrics().delivery_log_pending.sub(n as i64);
-                d.clear();
-                a.clear();
+                batch.clear();
                 return;
             }
             Err(e) => {
