@@ -3,14 +3,20 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
+use chrono::{DateTime, Utc};
+use futures::future::try_join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wf_core::ids::WebhookId;
-use wf_core::time::format_ms;
-use wf_store::{Delivery, DeliveryStatus};
+use wf_broker::queue_delivery;
+use wf_core::ids::{DeliveryId, WebhookId};
+use wf_core::messages::DeliveryJob;
+use wf_core::time::{format_ms, parse_rfc3339};
+use wf_store::{Delivery, DeliveryStatus, ReplayFilter, ReplayItem};
 
 use super::auth::Caller;
+use super::json::{opt_string, JsonObject};
 use super::webhooks::{cursor_error, parse_limit};
 use super::ApiError;
 use crate::AppState;
@@ -95,5 +101,165 @@ pub async fn list(
     let data: Vec<Value> = page.items.iter().map(delivery_json).collect();
     Ok(Json(
         json!({ "data": data, "nextCursor": page.next_cursor }),
+    ))
+}
+
+/// Deliveries re-queued per database round trip during a replay.
+const REPLAY_BATCH: i64 = 500;
+/// Most deliveries one replay call re-queues; replay again for more.
+const REPLAY_MAX: usize = 100_000;
+
+/// Re-queues `items` on `workflows.deliveries` (confirmed) and marks them pending.
+/// Returns how many were queued and how many had no payload left to send.
+async fn requeue(state: &AppState, items: &[ReplayItem]) -> Result<(usize, usize), ApiError> {
+    let jobs: Vec<DeliveryJob> = items.iter().filter_map(ReplayItem::to_job).collect();
+    try_join_all(jobs.iter().map(|j| queue_delivery(&state.publisher, j)))
+        .await
+        .map_err(|e| ApiError::unavailable("event broker unavailable", e))?;
+    let ids: Vec<DeliveryId> = jobs.iter().map(|j| j.v1().delivery_id.clone()).collect();
+    state.store.mark_requeued(&ids).await?;
+    Ok((jobs.len(), items.len() - jobs.len()))
+}
+
+/// Refuses to re-queue for a webhook that would drop the deliveries anyway.
+async fn active_webhook(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<WebhookId, ApiError> {
+    let wid = WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook not found"))?;
+    let w = state
+        .store
+        .get_webhook(&caller.org, &wid)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
+    if !w.is_active {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "webhook_inactive",
+            "the webhook is inactive; enable it before re-queueing deliveries",
+        ));
+    }
+    Ok(wid)
+}
+
+/// `POST /webhooks/{id}/deliveries/{deliveryId}/retry`: re-queue one delivery now,
+/// whatever its status; it is signed afresh and numbered as the next attempt.
+pub async fn retry(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let webhook = active_webhook(&state, &caller, &id).await?;
+    let delivery =
+        DeliveryId::parse(&delivery_id).map_err(|_| ApiError::not_found("delivery not found"))?;
+    let items = state
+        .store
+        .replay_items(&ReplayFilter {
+            org: Some(&caller.org),
+            webhook: Some(&webhook),
+            delivery: Some(&delivery),
+            limit: 1,
+            ..ReplayFilter::default()
+        })
+        .await?;
+    if items.is_empty() {
+        return Err(ApiError::not_found("delivery not found"));
+    }
+    let (queued, _) = requeue(&state, &items).await?;
+    if queued == 0 {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "payload_expired",
+            "the event payload is past the log retention and can no longer be sent",
+        ));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "data": { "id": delivery, "status": "pending" } })),
+    ))
+}
+
+fn opt_time(
+    body: &serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match opt_string(body, field)? {
+        None => Ok(None),
+        Some(s) => parse_rfc3339(&s).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_timestamp",
+                field,
+                format!("`{field}` must be an RFC 3339 timestamp"),
+            )
+        }),
+    }
+}
+
+/// `POST /webhooks/{id}/replay` with `{"status": "dead", "since"?, "until"?}`: re-queues
+/// the webhook's dead deliveries created in the window.
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match opt_string(&body, "status")?.as_deref() {
+        Some("dead") => {}
+        None => {
+            return Err(ApiError::invalid(
+                "status_required",
+                "status",
+                "`status` is required (\"dead\")",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                "status",
+                "only dead deliveries can be replayed: `status` must be \"dead\"",
+            ))
+        }
+    }
+    let since = opt_time(&body, "since")?;
+    let until = opt_time(&body, "until")?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(ApiError::invalid(
+                "invalid_time_range",
+                "until",
+                "`until` must be after `since`",
+            ));
+        }
+    }
+    let webhook = active_webhook(&state, &caller, &id).await?;
+    let (mut queued, mut skipped) = (0usize, 0usize);
+    let mut after: Option<DeliveryId> = None;
+    while queued + skipped < REPLAY_MAX {
+        let items = state
+            .store
+            .replay_items(&ReplayFilter {
+                org: Some(&caller.org),
+                webhook: Some(&webhook),
+                status: Some(DeliveryStatus::Dead),
+                since,
+                until,
+                after: after.as_ref(),
+                limit: REPLAY_BATCH,
+                ..ReplayFilter::default()
+            })
+            .await?;
+        let Some(last) = items.last() else { break };
+        after = Some(last.delivery_id.clone());
+        let (q, s) = requeue(&state, &items).await?;
+        queued += q;
+        skipped += s;
+        if items.len() < REPLAY_BATCH as usize {
+            break;
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "data": { "queued": queued, "skipped": skipped } })),
     ))
 }

@@ -38,6 +38,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(webhooks::rotate_secret),
         )
         .route("/webhooks/{id}/deliveries", get(deliveries::list))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/retry",
+            post(deliveries::retry),
+        )
+        .route("/webhooks/{id}/replay", post(deliveries::replay))
         .route("/events", post(events::ingest))
         .route("/api-keys", post(api_keys::create))
         .route("/api-keys/{id}", delete(api_keys::revoke))
