@@ -157,6 +157,8 @@ struct ReceiverState {
     plans: HashMap<String, VecDeque<u16>>,
     /// Per path: status to answer once the plan is used up.
     defaults: HashMap<String, u16>,
+    /// Per path: how long to wait before answering (see [`Receiver::delay`]).
+    delays: HashMap<String, Duration>,
 }
 
 /// An HTTPS receiver on loopback (svix's TestReceiver, in spirit): records every request
@@ -166,6 +168,7 @@ pub struct Receiver {
     pub addr: SocketAddr,
     pub ca_path: PathBuf,
     state: Arc<Mutex<ReceiverState>>,
+    acceptor: tokio_rustls::TlsAcceptor,
     _dir: Arc<TempDir>,
 }
 
@@ -195,16 +198,36 @@ impl Receiver {
             .with_single_cert(vec![cert], key)
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        Receiver::serve(acceptor, ca_path, Arc::new(TempDir(dir))).await
+    }
+
+    /// Another receiver with the same (trusted) certificate on another port: another
+    /// endpoint, as far as the worker is concerned.
+    pub async fn another_port(&self) -> Receiver {
+        Receiver::serve(
+            self.acceptor.clone(),
+            self.ca_path.clone(),
+            self._dir.clone(),
+        )
+        .await
+    }
+
+    async fn serve(
+        acceptor: tokio_rustls::TlsAcceptor,
+        ca_path: PathBuf,
+        dir: Arc<TempDir>,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ReceiverState::default()));
         let st = state.clone();
+        let accept = acceptor.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let acceptor = acceptor.clone();
+                let acceptor = accept.clone();
                 let st = st.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -224,7 +247,8 @@ impl Receiver {
             addr,
             ca_path,
             state,
-            _dir: Arc::new(TempDir(dir)),
+            acceptor,
+            _dir: dir,
         }
     }
 
@@ -277,7 +301,7 @@ async fn handle(st: Arc<Mutex<ReceiverState>>, req: Request<Incoming>) -> Respon
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let status = {
+    let (status, delay) = {
         let mut s = st.lock().unwrap();
         s.requests.push(Recorded {
             path: path.clone(),
@@ -285,8 +309,12 @@ async fn handle(st: Arc<Mutex<ReceiverState>>, req: Request<Incoming>) -> Respon
             body,
         });
         let planned = s.plans.get_mut(&path).and_then(VecDeque::pop_front);
-        planned.unwrap_or_else(|| s.defaults.get(&path).copied().unwrap_or(200))
+        let status = planned.unwrap_or_else(|| s.defaults.get(&path).copied().unwrap_or(200));
+        (status, s.delays.get(&path).copied())
     };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap())
         .body(Full::new(Bytes::from_static(b"ok")))
@@ -592,4 +620,16 @@ pub fn standard_verify(r: &Recorded, secret: &str) -> bool {
     r.header("webhook-signature")
         .split(' ')
         .any(|s| s == expected)
+}
+
+impl Receiver {
+    /// Answers every request on `path` only after `delay` (a slow subscriber). The request
+    /// is recorded when it arrives.
+    pub fn delay(&self, path: &str, delay: Duration) {
+        self.state
+            .lock()
+            .unwrap()
+            .delays
+            .insert(path.to_owned(), delay);
+    }
 }

@@ -7,4 +7,5 @@ mod harness;
 mod invalid;
 mod metrics;
 mod pipeline;
+mod process;
 mod retries;

@@ -194,3 +194,223 @@ async fn create(stack: &Stack, key: &str, url: &str) -> (String, String) {
         b["data"]["secret"].as_str().unwrap().to_owned(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn always_failing_is_dead_lettered_then_replayed() {
+    let stack = Stack::start().await;
+    let (_, key) = stack.new_org().await;
+    let (hook, secret) = stack
+        .webhook(&key, "/down", &["billing.payment_failed"])
+        .await;
+    stack.receiver.plan("/down", &[], 500);
+    post_event(
+        &stack,
+        &key,
+        "billing.payment_failed",
+        json!({"invoice": "inv_1"}),
+    )
+    .await;
+
+    // 1 + N attempts with the `1s,2s` schedule, then dead: in the API and in the queue.
+    let d = wait_status(&stack, &key, &hook, "dead", 1).await.remove(0);
+    assert_eq!(d["attempts"].as_array().unwrap().len(), 3, "{d}");
+    assert_eq!(stack.receiver.requests("/down").len(), 3);
+    let broker = stack.broker().await;
+    let dead = eventually("the dead letter", Duration::from_secs(10), || async {
+        broker.get(wf_broker::names::DEAD_QUEUE).await.unwrap()
+    })
+    .await;
+    let job = wf_core::messages::DeliveryJob::decode(&dead.body).unwrap();
+    assert_eq!(job.v1().delivery_id.as_str(), d["id"].as_str().unwrap());
+    match dead.headers.get("x-wf-last-error") {
+        Some(wf_broker::HeaderValue::Str(e)) => assert!(!e.is_empty()),
+        other => panic!("no last error header: {other:?}"),
+    }
+    assert!(
+        matches!(dead.headers.get("x-wf-reason"), Some(wf_broker::HeaderValue::Str(r)) if r == "retries_exhausted")
+    );
+    dead.nack(true).await.unwrap();
+
+    // Bad replay requests are refused at the edge.
+    let path = format!("/api/v1/webhooks/{hook}/replay");
+    let (s, b) = stack
+        .api(
+            "POST",
+            &path,
+            Some(&key),
+            Some(json!({"status": "delivered"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("invalid_status")),
+        "{b}"
+    );
+    let (s, b) = stack
+        .api(
+            "POST",
+            &path,
+            Some(&key),
+            Some(json!({"status": "dead", "since": "soon"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (422, Some("invalid_timestamp")),
+        "{b}"
+    );
+    let (s, b) = stack
+        .api(
+            "POST",
+            &path,
+            Some(&key),
+            Some(json!({"status": "dead", "until": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["data"]["queued"].as_u64()),
+        (202, Some(0)),
+        "a window with nothing in it: {b}"
+    );
+
+    // The endpoint recovers; the replay delivers once, signed afresh, attempt 4.
+    stack.receiver.plan("/down", &[], 200);
+    let (s, b) = stack
+        .api("POST", &path, Some(&key), Some(json!({"status": "dead"})))
+        .await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(b["data"]["queued"], 1);
+    let got = stack.receiver.wait_for("/down", 4).await;
+    let last = &got[3];
+    assert_eq!(last.header("x-workflows-attempt"), "4");
+    assert_eq!(
+        last.header("x-workflows-delivery"),
+        d["id"].as_str().unwrap()
+    );
+    assert!(seed_verify(
+        &last.body,
+        &secret,
+        last.header("x-workflows-signature")
+    ));
+    assert_eq!(last.body, got[0].body);
+    wait_status(&stack, &key, &hook, "delivered", 1).await;
+    // Replaying again finds nothing dead.
+    let (s, b) = stack
+        .api("POST", &path, Some(&key), Some(json!({"status": "dead"})))
+        .await;
+    assert_eq!((s, b["data"]["queued"].as_u64()), (202, Some(0)));
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_retry_resends_one_delivery_now() {
+    let stack = Stack::start().await;
+    let (_, key) = stack.new_org().await;
+    let (_, other_key) = stack.new_org().await;
+    let (hook, _) = stack.webhook(&key, "/again", &["user.joined"]).await;
+    post_event(&stack, &key, "user.joined", json!({"user": "u1"})).await;
+    let d = wait_status(&stack, &key, &hook, "delivered", 1)
+        .await
+        .remove(0);
+    let id = d["id"].as_str().unwrap();
+
+    let path = format!("/api/v1/webhooks/{hook}/deliveries/{id}/retry");
+    let (s, b) = stack.api("POST", &path, Some(&other_key), None).await;
+    assert_eq!(s, 404, "another org's delivery: {b}");
+    let (s, b) = stack
+        .api(
+            "POST",
+            &format!("/api/v1/webhooks/{hook}/deliveries/dlv_nope/retry"),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    let (s, b) = stack.api("POST", &path, Some(&key), None).await;
+    assert_eq!(s, 202, "{b}");
+    let got = stack.receiver.wait_for("/again", 2).await;
+    assert_eq!(got[1].header("x-workflows-delivery"), id);
+    assert_eq!(got[1].header("x-workflows-attempt"), "2");
+    assert_eq!(got[1].body, got[0].body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deactivated_webhook_pending_retries_are_dropped() {
+    let stack = Stack::start_with(crate::harness::StackOpts {
+        retry_schedule: "2s",
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = stack.new_org().await;
+    let (hook, _) = stack.webhook(&key, "/off", &["alert.resolved"]).await;
+    stack.receiver.plan("/off", &[], 500);
+    post_event(&stack, &key, "alert.resolved", json!({})).await;
+    wait_status(&stack, &key, &hook, "failed", 1).await;
+    let (s, _) = stack
+        .api(
+            "PATCH",
+            &format!("/api/v1/webhooks/{hook}"),
+            Some(&key),
+            Some(json!({"isActive": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // The retry comes due (2 s) and is dropped, not sent: the log stays at one attempt.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stack.receiver.requests("/off").len(), 1);
+    let (s, b) = stack
+        .api(
+            "POST",
+            &format!("/api/v1/webhooks/{hook}/replay"),
+            Some(&key),
+            Some(json!({"status": "dead"})),
+        )
+        .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("webhook_inactive")),
+        "{b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_endpoint_opens_its_circuit_without_slowing_others() {
+    let stack = Stack::start_with(crate::harness::StackOpts {
+        retry_schedule: "1h",
+        ..Default::default()
+    })
+    .await;
+    let (_, key) = stack.new_org().await;
+    let (broken, _) = stack.webhook(&key, "/broken", &["alert.created"]).await;
+    stack.receiver.plan("/broken", &[], 503);
+    // A healthy receiver on another port is another endpoint.
+    let healthy = stack.receiver.another_port().await;
+    let (s, b) = stack
+        .api(
+            "POST",
+            "/api/v1/webhooks",
+            Some(&key),
+            Some(json!({"name": "ok", "url": healthy.url("/fine"), "events": ["alert.created"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    for i in 0..8 {
+        post_event(&stack, &key, "alert.created", json!({"i": i})).await;
+    }
+    // Five real failures open the circuit; the rest are not sent.
+    let items = wait_status(&stack, &key, &broken, "failed", 8).await;
+    let not_sent = items
+        .iter()
+        .filter(|d| {
+            d["attempts"][0]["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("circuit_open"))
+        })
+        .count();
+    assert_eq!(stack.receiver.requests("/broken").len(), 8 - not_sent);
+    assert!(not_sent >= 1, "the circuit never opened: {items:?}");
+    assert!(stack.receiver.requests("/broken").len() >= 5);
+    // The healthy endpoint got every event, on the first attempt.
+    let fine = healthy.wait_for("/fine", 8).await;
+    assert!(fine.iter().all(|r| r.header("x-workflows-attempt") == "1"));
+}
