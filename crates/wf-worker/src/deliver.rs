@@ -132,6 +132,24 @@ impl Deliverer {
         }
     }
 
+    /// The first attempt of a freshly fanned-out delivery, made by the fan-out step itself
+    /// (no second trip through the broker). Ok once the outcome is durable (delivered and
+    /// handed to the log, or its next attempt queued); on Err the caller queues the job on
+    /// `workflows.deliveries` instead, or leaves the event unacked.
+    ///
+    /// # Errors
+    /// When the next attempt or dead letter could not be published.
+    pub async fn deliver_first(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<()> {
+        let span = tracing::info_span!(
+            "delivery",
+            event_id = %j.event_id,
+            delivery_id = %j.delivery_id,
+            webhook_id = %j.webhook_id,
+            attempt = j.attempt,
+        );
+        self.attempt_with(j, sub).instrument(span).await
+    }
+
     async fn attempt(&self, j: &DeliveryJobV1) -> anyhow::Result<()> {
         let Some(sub) = self.cache.webhook(&j.org_id, &j.webhook_id).await? else {
             // Deleted or deactivated since the event was fanned out: not sent.
@@ -142,9 +160,14 @@ impl Deliverer {
             metrics().deliveries.with_label_values(&["dropped"]).inc();
             return Ok(());
         };
+        self.attempt_with(j, &sub).await
+    }
+
+    /// One attempt to an active webhook, and its outcome made durable.
+    async fn attempt_with(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<()> {
         let started_at = chrono::Utc::now();
         metrics().in_flight.inc();
-        let (outcome, sent) = self.send(j, &sub).await;
+        let (outcome, sent) = self.send(j, sub).await;
         metrics().in_flight.dec();
         if sent {
             metrics()
@@ -209,7 +232,7 @@ impl Deliverer {
             }
             Next::Dead { reason } => {
                 if *reason == "gone" {
-                    self.disable_gone(&sub).await;
+                    self.disable_gone(sub).await;
                 }
                 self.publish_next(
                     j,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use tracing::{debug, warn};
 use wf_broker::{
     names, queue_delivery, HeaderValue, Incoming, OutgoingMessage, PublishError, Publisher,
@@ -22,6 +22,8 @@ use crate::log::{DeliveryLog, LogRecord};
 /// What the fan-out step needs.
 pub struct Fanout {
     pub cache: SubscriptionCache,
+    /// Makes each delivery's first attempt.
+    pub deliverer: Arc<crate::deliver::Deliverer>,
     pub publisher: Publisher,
     pub log: DeliveryLog,
 }
@@ -125,10 +127,8 @@ impl Fanout {
                 })
             })
             .collect();
-        try_join_all(jobs.iter().map(|j| queue_delivery(&self.publisher, j)))
-            .await
-            .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
-        // Logged after the jobs are queued: the log may lag, the deliveries never wait.
+        // Logged first: the payload must exist for any later retry or replay. The log may
+        // lag; the deliveries never wait for it.
         self.log
             .record(LogRecord::Payload(NewPayload {
                 org_id: event.org_id.clone(),
@@ -138,7 +138,29 @@ impl Fanout {
                 created_at: now,
             }))
             .await;
-        for job in &jobs {
+        // First attempts straight from here: one broker pass per delivery on the happy
+        // path. A delivery whose outcome could not be made durable is queued on
+        // `workflows.deliveries` instead; only if that fails too is the event nacked (and
+        // fanned out again later: at least once, same delivery ids).
+        let outcomes = join_all(
+            subs.iter()
+                .zip(&jobs)
+                .map(|(sub, job)| self.deliverer.deliver_first(job.v1(), sub)),
+        )
+        .await;
+        let fallback: Vec<&DeliveryJob> = jobs
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(job, r)| r.err().map(|e| (job, e)))
+            .map(|(job, e)| {
+                warn!(error = %e, delivery_id = %job.v1().delivery_id, "first attempt not recorded; queueing the delivery");
+                job
+            })
+            .collect();
+        try_join_all(fallback.iter().map(|j| queue_delivery(&self.publisher, j)))
+            .await
+            .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
+        for job in fallback {
             let j = job.v1();
             self.log
                 .record(LogRecord::Delivery(NewDelivery {

@@ -39,10 +39,6 @@ use crate::log::DeliveryLog;
 /// that one slow endpoint cannot occupy every worker slot.
 const PER_ENDPOINT_CONCURRENCY: usize = 64;
 
-/// Fan-out holds a message only for a cache lookup and a few confirms; this many in
-/// flight keep the broker busy without starving deliveries of connections.
-const FANOUT_PREFETCH: u16 = 64;
-
 /// Runs a worker until `shutdown` is cancelled, then drains: stops consuming, lets
 /// in-flight deliveries finish within `WF_SHUTDOWN_GRACE`, hands back the rest (the
 /// broker requeues unacked messages when the connection closes) and flushes the log.
@@ -101,15 +97,10 @@ pub async fn run(
         internal.clone(),
     ));
 
-    let fanout = Arc::new(Fanout {
+    let deliverer = Arc::new(Deliverer {
         cache: cache.clone(),
         publisher: publisher.clone(),
         log: log.clone(),
-    });
-    let deliverer = Arc::new(Deliverer {
-        cache,
-        publisher,
-        log,
         client,
         store: store.clone(),
         schedule: config.retry_schedule.clone(),
@@ -119,6 +110,12 @@ pub async fn run(
             per_endpoint_concurrency: PER_ENDPOINT_CONCURRENCY,
             ..breaker::BreakerConfig::default()
         }),
+    });
+    let fanout = Arc::new(Fanout {
+        cache,
+        deliverer: deliverer.clone(),
+        publisher,
+        log,
     });
 
     let fanout_alive = Arc::new(AtomicBool::new(false));
@@ -151,8 +148,8 @@ pub async fn run(
     let fanout_loop = consume_loop(
         broker.clone(),
         names::FANOUT_QUEUE,
-        FANOUT_PREFETCH,
-        usize::from(FANOUT_PREFETCH),
+        concurrency,
+        usize::from(concurrency),
         fanout_alive,
         shutdown.clone(),
         grace,
