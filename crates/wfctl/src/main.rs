@@ -6,8 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use wf_broker::{Broker, Topology};
 use wf_core::config::{Config, Role};
-use wf_core::ids::{ApiKeyId, OrgId};
+use wf_core::ids::{ApiKeyId, OrgId, WebhookId};
 use wf_store::Store;
+
+mod bench;
+mod dlq;
 
 #[derive(Parser)]
 #[command(name = "wfctl", version, about = "Operate WorkFlows outbound webhooks")]
@@ -25,6 +28,33 @@ enum Command {
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Load test (SPEC §9): real worker processes on a fresh vhost and database deliver
+    /// to a loopback HTTPS receiver; prints one line per figure. Needs the release build
+    /// of wf-worker (and wf-ingestor for --via http) next to wfctl.
+    Bench(bench::BenchArgs),
+    /// Dead deliveries: list them, or re-queue them once the endpoint has recovered.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead deliveries (every organisation) and the dead-letter queue's depth.
+    List {
+        /// Only this webhook's (`whk_…`).
+        #[arg(long)]
+        webhook: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Re-queue dead deliveries: the next attempt, a fresh retry schedule, signed afresh.
+    Replay {
+        /// Only this webhook's (`whk_…`).
+        #[arg(long)]
+        webhook: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +79,31 @@ async fn main() -> anyhow::Result<()> {
         config.log_format,
     )?;
     match cli.command {
+        Command::Bench(args) => bench::run(args, &config).await?,
+        Command::Dlq(cmd) => {
+            let (webhook, limit, replay) = match cmd {
+                DlqCommand::List { webhook, limit } => (webhook, limit, false),
+                DlqCommand::Replay { webhook, limit } => (webhook, limit, true),
+            };
+            let webhook = webhook
+                .map(|w| WebhookId::parse(&w).context("--webhook"))
+                .transpose()?;
+            let store = store(&config).await?;
+            let broker = Broker::connect(&config.amqp_url).await?;
+            broker
+                .declare_topology(&Topology {
+                    queue_type: config.queue_type,
+                    retry_delays: config.retry_schedule.distinct_delays(),
+                })
+                .await?;
+            let res = if replay {
+                dlq::replay(&store, &broker, webhook.as_ref(), limit).await
+            } else {
+                dlq::list(&store, &broker, webhook.as_ref(), limit).await
+            };
+            broker.close().await;
+            res?;
+        }
         Command::Migrate => {
             wf_store::migrate(&config.database_url).await?;
             println!("migrations applied");

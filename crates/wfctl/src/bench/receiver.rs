@@ -1,0 +1,319 @@
+//! The subscriber side of the benchmark: an HTTPS server on loopback (fresh rcgen
+//! certificate with an IP SAN for 127.0.0.1, HTTP/1.1 keep-alive) that verifies every
+//! `X-WorkFlows-Signature`, counts distinct `X-WorkFlows-Delivery` ids and records the
+//! event-to-delivery latency of each first delivery.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A running receiver. Webhook `i` is served at `/w/<i>`, so the receiver knows which
+/// secret signs what it gets.
+pub struct Receiver {
+    pub port: u16,
+    /// The certificate (a leaf, not a CA) as PEM, for the workers' `WF_EXTRA_ROOT_CA`.
+    pub cert_path: PathBuf,
+    state: Arc<State>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    /// The whole `whsec_…` string of webhook `i`, as bytes (the HMAC key).
+    secrets: RwLock<Vec<Vec<u8>>>,
+    counts: Mutex<Counts>,
+    requests: AtomicU64,
+    signature_failures: AtomicU64,
+    /// Requests to an unknown path, without a delivery id, or with a body that is not the
+    /// expected JSON.
+    malformed: AtomicU64,
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Every delivery id ever seen (warm-up included, so a late duplicate of a warm-up
+    /// delivery is not mistaken for a new one).
+    seen: HashSet<Box<str>>,
+    /// Distinct ids first seen since the last reset.
+    distinct: u64,
+    /// Requests since the last reset whose id had been seen before.
+    duplicates: u64,
+    /// Event-to-delivery latency of each first delivery since the last reset, in µs.
+    latencies_us: Vec<u64>,
+    /// When the last new delivery id arrived.
+    last_new: Option<Instant>,
+}
+
+/// Counters at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub distinct: u64,
+    pub duplicates: u64,
+    pub signature_failures: u64,
+    pub malformed: u64,
+    pub requests: u64,
+    pub last_new: Option<Instant>,
+}
+
+impl Receiver {
+    /// Binds 127.0.0.1:0 and serves until [`Receiver::stop`] (or the process ends).
+    pub async fn start(dir: &Path) -> anyhow::Result<Receiver> {
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
+            .context("generating the receiver's certificate")?;
+        let cert_path = dir.join("receiver-cert.pem");
+        std::fs::write(&cert_path, ck.cert.pem())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+            rustls_pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
+        );
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(State::default());
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, acceptor, state.clone(), stop.clone()));
+        Ok(Receiver {
+            port,
+            cert_path,
+            state,
+            stop,
+        })
+    }
+
+    /// The URL of webhook `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}/w/{i}", self.port)
+    }
+
+    /// Registers the secrets, in webhook order.
+    pub fn set_secrets(&self, secrets: Vec<String>) {
+        *self
+            .state
+            .secrets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) =
+            secrets.into_iter().map(String::into_bytes).collect();
+    }
+
+    /// Starts a new measurement: counts, latencies and failures back to zero (the set of
+    /// ids seen so far is kept, see [`Counts::seen`]).
+    pub fn reset(&self) {
+        let mut c = self.state.lock_counts();
+        c.distinct = 0;
+        c.duplicates = 0;
+        c.latencies_us.clear();
+        c.last_new = None;
+        drop(c);
+        self.state.requests.store(0, Ordering::Relaxed);
+        self.state.signature_failures.store(0, Ordering::Relaxed);
+        self.state.malformed.store(0, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let c = self.state.lock_counts();
+        Snapshot {
+            distinct: c.distinct,
+            duplicates: c.duplicates,
+            signature_failures: self.state.signature_failures.load(Ordering::Relaxed),
+            malformed: self.state.malformed.load(Ordering::Relaxed),
+            requests: self.state.requests.load(Ordering::Relaxed),
+            last_new: c.last_new,
+        }
+    }
+
+    /// The latencies recorded since the last reset, in µs (unsorted).
+    pub fn latencies_us(&self) -> Vec<u64> {
+        self.state.lock_counts().latencies_us.clone()
+    }
+
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl State {
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    stop: CancellationToken,
+) {
+    loop {
+        let tcp = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tls), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// The parts of a delivery body the receiver reads.
+#[derive(Deserialize)]
+struct Body {
+    timestamp: Option<String>,
+    data: Option<BodyData>,
+}
+
+#[derive(Deserialize)]
+struct BodyData {
+    #[serde(rename = "sentAtMicros")]
+    sent_at_micros: Option<i64>,
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    let index = req
+        .uri()
+        .path()
+        .strip_prefix("/w/")
+        .and_then(|i| i.parse::<usize>().ok());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let signature = header("x-workflows-signature");
+    let delivery = header("x-workflows-delivery");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::BAD_REQUEST),
+    };
+    let received = now_micros();
+
+    let (Some(index), Some(delivery)) = (index, delivery) else {
+        state.malformed.fetch_add(1, Ordering::Relaxed);
+        return reply(StatusCode::NOT_FOUND);
+    };
+    let verified = {
+        let secrets = state.secrets.read().unwrap_or_else(PoisonError::into_inner);
+        match (secrets.get(index), signature) {
+            (Some(secret), Some(sig)) => verify(secret, &body, &sig),
+            _ => false,
+        }
+    };
+    if !verified {
+        state.signature_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    let sent = match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => b.data.and_then(|d| d.sent_at_micros).or_else(|| {
+            b.timestamp
+                .as_deref()
+                .and_then(wf_core::time::parse_rfc3339)
+                .map(|t| t.timestamp_micros())
+        }),
+        Err(_) => None,
+    };
+    if sent.is_none() {
+        state.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    let mut c = state.lock_counts();
+    if c.seen.insert(delivery.into_boxed_str()) {
+        c.distinct += 1;
+        c.last_new = Some(Instant::now());
+        if let Some(sent) = sent {
+            c.latencies_us
+                .push(u64::try_from(received.saturating_sub(sent)).unwrap_or(0));
+        }
+    } else {
+        c.duplicates += 1;
+    }
+    drop(c);
+    reply(StatusCode::OK)
+}
+
+/// `sha256=<hex>` of the body under the whole secret string, as the docs' snippets check.
+fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(hex_sig) = header.strip_prefix("sha256=") else {
+        return false;
+    };
+    if hex_sig.len() != 64 {
+        return false;
+    }
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn reply(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verify;
+
+    #[test]
+    fn verifies_like_the_docs() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"event":"alert.created"}"#;
+        let good = wf_core::signing::workflows_signature(secret.as_bytes(), body);
+        assert!(verify(secret.as_bytes(), body, &good));
+        assert!(!verify(secret.as_bytes(), b"{}", &good));
+        assert!(!verify(b"whsec_other", body, &good));
+        assert!(!verify(secret.as_bytes(), body, &good[1..]));
+        assert!(!verify(secret.as_bytes(), body, "sha256=zz"));
+    }
+}
