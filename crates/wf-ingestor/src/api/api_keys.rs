@@ -30,23 +30,9 @@ pub async fn create(
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let name = opt_string(&body, "name")?;
-    let name = name.as_deref().map(str::trim).unwrap_or("");
-    if name.is_empty() {
-        return Err(ApiError::invalid(
-            "name_required",
-            "name",
-            "`name` is required",
-        ));
-    }
-    if name.chars().count() > super::webhooks::MAX_NAME_CHARS {
-        return Err(ApiError::invalid(
-            "name_too_long",
-            "name",
-            "`name` must be at most 100 characters",
-        ));
-    }
-    let (key, token) = state.store.create_api_key(&caller.org, name).await?;
+    // Same rule as a webhook's name: 1..=100 characters after trimming.
+    let name = super::webhooks::parse_name(opt_string(&body, "name")?)?;
+    let (key, token) = state.store.create_api_key(&caller.org, &name).await?;
     let public = key_json(&key);
     system_event(
         &state,

@@ -37,7 +37,8 @@ pub fn webhook_json(w: &Webhook) -> Map<String, Value> {
     .to_json()
 }
 
-fn parse_name(raw: Option<String>) -> Result<String, ApiError> {
+/// A name (webhook or API key): trimmed, 1..=100 Unicode scalar values.
+pub(super) fn parse_name(raw: Option<String>) -> Result<String, ApiError> {
     let name = raw.as_deref().map(str::trim).unwrap_or("");
     if name.is_empty() {
         return Err(ApiError::invalid(
