@@ -24,6 +24,17 @@ pub struct Topology {
     pub retry_delays: Vec<Duration>,
 }
 
+impl Topology {
+    /// The topology a deployment's configuration asks for: its queue type and one retry
+    /// queue per distinct delay of its schedule. Every service and `wfctl` declares this.
+    pub fn for_config(config: &wf_core::config::Config) -> Topology {
+        Topology {
+            queue_type: config.queue_type,
+            retry_delays: config.retry_schedule.distinct_delays(),
+        }
+    }
+}
+
 #[derive(Debug, PartialEq)]
 struct QueueSpec {
     name: String,

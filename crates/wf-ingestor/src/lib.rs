@@ -56,10 +56,7 @@ pub async fn run(
         .await
         .context("connecting to RabbitMQ")?;
     broker
-        .declare_topology(&Topology {
-            queue_type: config.queue_type,
-            retry_delays: config.retry_schedule.distinct_delays(),
-        })
+        .declare_topology(&Topology::for_config(&config))
         .await
         .context("declaring the RabbitMQ topology")?;
     let publisher = broker.publisher().await.context("opening a publisher")?;

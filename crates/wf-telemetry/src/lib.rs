@@ -15,4 +15,4 @@ mod shutdown;
 pub use logging::init_tracing;
 pub use metrics::{labels, metric_names, metrics, render, track_http_requests, Metrics};
 pub use ops::{serve_ops, ReadinessCheck};
-pub use shutdown::shutdown_signal;
+pub use shutdown::{cancel_on_shutdown_signal, shutdown_signal};

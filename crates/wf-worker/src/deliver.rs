@@ -34,7 +34,6 @@ pub struct Deliverer {
     pub store: Store,
     pub schedule: RetrySchedule,
     pub allowed: AllowedCidrs,
-    pub user_agent: String,
     /// Per-endpoint concurrency bound and circuit breaker.
     pub endpoints: Endpoints,
 }
@@ -428,9 +427,8 @@ impl Deliverer {
             std_sig.push(' ');
             std_sig.push_str(&prev.standard_signature(j.delivery_id.as_str(), ts, body));
         }
-        let pairs: [(&'static str, String); 9] = [
-            ("content-type", "application/json".to_owned()),
-            ("user-agent", self.user_agent.clone()),
+        // Content-Type and User-Agent are the client's: it sets them on every request.
+        let pairs: [(&'static str, String); 7] = [
             (
                 "x-workflows-signature",
                 sub.secret.workflows_signature(body),

@@ -74,10 +74,7 @@ pub async fn run(
         .await
         .context("connecting to RabbitMQ")?;
     broker
-        .declare_topology(&Topology {
-            queue_type: config.queue_type,
-            retry_delays: config.retry_schedule.distinct_delays(),
-        })
+        .declare_topology(&Topology::for_config(&config))
         .await
         .context("declaring the RabbitMQ topology")?;
     let publisher = broker.publisher().await.context("opening a publisher")?;
@@ -105,7 +102,6 @@ pub async fn run(
         store: store.clone(),
         schedule: config.retry_schedule.clone(),
         allowed: config.allowed_target_cidrs.clone(),
-        user_agent: format!("WorkFlows-Webhooks/{}", wf_core::VERSION),
         endpoints: breaker::Endpoints::new(breaker::BreakerConfig {
             per_endpoint_concurrency: PER_ENDPOINT_CONCURRENCY,
             ..breaker::BreakerConfig::default()

@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use wf_core::config::{Config, Role};
 
 /// jemalloc instead of glibc malloc: the delivery path allocates and frees many small,
@@ -20,12 +19,6 @@ async fn main() -> anyhow::Result<()> {
     let ops = TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("binding WF_METRICS_ADDR={}", config.metrics_addr))?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wf_telemetry::shutdown_signal().await;
-        tracing::info!("shutdown signal received; draining");
-        signal.cancel();
-    });
+    let shutdown = wf_telemetry::cancel_on_shutdown_signal();
     wf_worker::run(config, ops, shutdown).await
 }

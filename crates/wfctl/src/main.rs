@@ -91,10 +91,7 @@ async fn main() -> anyhow::Result<()> {
             let store = store(&config).await?;
             let broker = Broker::connect(&config.amqp_url).await?;
             broker
-                .declare_topology(&Topology {
-                    queue_type: config.queue_type,
-                    retry_delays: config.retry_schedule.distinct_delays(),
-                })
+                .declare_topology(&Topology::for_config(&config))
                 .await?;
             let res = if replay {
                 dlq::replay(&store, &broker, webhook.as_ref(), limit).await
@@ -111,10 +108,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Topology => {
             let broker = Broker::connect(&config.amqp_url).await?;
             broker
-                .declare_topology(&Topology {
-                    queue_type: config.queue_type,
-                    retry_delays: config.retry_schedule.distinct_delays(),
-                })
+                .declare_topology(&Topology::for_config(&config))
                 .await?;
             broker.close().await;
             println!("topology declared");

@@ -13,7 +13,7 @@ use wf_broker::queue_delivery;
 use wf_core::ids::{DeliveryId, WebhookId};
 use wf_core::messages::DeliveryJob;
 use wf_core::time::{format_ms, parse_rfc3339};
-use wf_store::{Delivery, DeliveryStatus, ReplayFilter, ReplayItem};
+use wf_store::{Delivery, DeliveryStatus, ReplayFilter, ReplayItem, Webhook};
 
 use super::auth::Caller;
 use super::json::{opt_string, JsonObject};
@@ -55,18 +55,13 @@ pub struct DeliveriesQuery {
 }
 
 /// Finds the caller's webhook or answers 404 (also for another organisation's).
-pub async fn own_webhook(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<WebhookId, ApiError> {
+pub async fn own_webhook(state: &AppState, caller: &Caller, id: &str) -> Result<Webhook, ApiError> {
     let id = WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook not found"))?;
     state
         .store
         .get_webhook(&caller.org, &id)
         .await?
-        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
-    Ok(id)
+        .ok_or_else(|| ApiError::not_found("webhook not found"))
 }
 
 pub async fn list(
@@ -75,7 +70,7 @@ pub async fn list(
     Path(id): Path<String>,
     Query(q): Query<DeliveriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let webhook = own_webhook(&state, &caller, &id).await?;
+    let webhook = own_webhook(&state, &caller, &id).await?.id;
     let limit = parse_limit(q.limit.as_deref())?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -127,12 +122,7 @@ async fn active_webhook(
     caller: &Caller,
     id: &str,
 ) -> Result<WebhookId, ApiError> {
-    let wid = WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook not found"))?;
-    let w = state
-        .store
-        .get_webhook(&caller.org, &wid)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook not found"))?;
+    let w = own_webhook(state, caller, id).await?;
     if !w.is_active {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -140,7 +130,7 @@ async fn active_webhook(
             "the webhook is inactive; enable it before re-queueing deliveries",
         ));
     }
-    Ok(wid)
+    Ok(w.id)
 }
 
 /// `POST /webhooks/{id}/deliveries/{deliveryId}/retry`: re-queue one delivery now,
