@@ -5,6 +5,7 @@ mod api;
 mod deploy;
 mod harness;
 mod invalid;
+mod log;
 mod metrics;
 mod pipeline;
 mod process;

@@ -25,7 +25,7 @@ mod fields;
 mod publisher;
 mod topology;
 
-pub use connection::{Broker, ConnectOptions};
+pub use connection::{Broker, ConnectOptions, DEFAULT_FRAME_MAX};
 pub use consumer::{Consumer, Incoming};
 pub use error::{BrokerError, PublishError};
 pub use fields::HeaderValue;

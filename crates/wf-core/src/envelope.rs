@@ -199,14 +199,19 @@ impl Event {
     }
 
     /// The delivery body, serialised once: this exact byte string is signed and sent.
+    /// Its capacity is its length: the buffer outlives the call (it is logged and may wait
+    /// in the delivery log's buffer), and the serialiser's doubling would otherwise leave
+    /// up to half of it unused.
     pub fn payload(&self) -> Vec<u8> {
-        serde_json::to_vec(&Payload {
+        let mut body = serde_json::to_vec(&Payload {
             event: self.event.as_str(),
             org_id: self.org_id.as_str(),
             timestamp: format_ms(self.timestamp),
             data: &self.data,
         })
-        .expect("serialising a JSON map cannot fail")
+        .expect("serialising a JSON map cannot fail");
+        body.shrink_to_fit();
+        body
     }
 }
 

@@ -1,6 +1,6 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
-use wf_broker::{names, Broker, BrokerError, ConnectOptions, Topology};
+use wf_broker::{names, Broker, BrokerError, ConnectOptions, Topology, DEFAULT_FRAME_MAX};
 use wf_core::config::QueueType;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -102,6 +102,64 @@ async fn an_idle_broker_reconnects_by_itself() {
         now.len() == 1 && now != before && broker.is_connected()
     })
     .await;
+    broker.close().await;
+}
+
+/// `frame_max` of this vhost's connections, as the broker negotiated it.
+fn negotiated_frame_max(vhost: &str) -> Vec<u32> {
+    rabbitmqctl(&[
+        "list_connections",
+        "--no-table-headers",
+        "vhost",
+        "frame_max",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next() == Some(vhost)).then(|| cols.next()?.parse().ok())?
+    })
+    .collect()
+}
+
+/// Connections ask for 32 KiB frames unless the URL says otherwise (lapin keeps 32 frames
+/// of buffer each way, so the broker's 128 KiB default costs 8 MiB per connection), and a
+/// body several frames long still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_default_to_32_kib_and_the_url_can_override_it() {
+    let (url, vhost) = test_vhost();
+    let broker = connect(&url, "frames").await;
+    assert_eq!(negotiated_frame_max(&vhost.name), vec![DEFAULT_FRAME_MAX]);
+    broker
+        .declare_topology(&Topology {
+            queue_type: QueueType::Quorum,
+            retry_delays: vec![Duration::from_secs(5)],
+        })
+        .await
+        .unwrap();
+    let publisher = broker.publisher().await.unwrap();
+    let mut consumer = broker
+        .consume(names::DELIVERIES_QUEUE, 10, "frames")
+        .await
+        .unwrap();
+    let big = format!("\"{}\"", "x".repeat(3 * DEFAULT_FRAME_MAX as usize + 17));
+    publish_retrying(
+        &publisher,
+        message(
+            names::DELIVERIES_EXCHANGE,
+            names::DELIVERY_ROUTING_KEY,
+            big.as_bytes(),
+        ),
+    )
+    .await;
+    let got = within("the multi-frame body", WAIT, consumer.next())
+        .await
+        .unwrap();
+    assert_eq!(got.body, big.as_bytes());
+    got.ack().await.unwrap();
+    broker.close().await;
+
+    let broker = connect(&format!("{url}?frame_max=16384"), "frames-url").await;
+    assert!(negotiated_frame_max(&vhost.name).contains(&16384));
     broker.close().await;
 }
 
