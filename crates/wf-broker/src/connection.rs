@@ -10,6 +10,7 @@ use crate::consumer::{Consumer, Incoming};
 use crate::error::{amqp_code, code, redact_url, BrokerError};
 use crate::fields::short;
 use crate::publisher::Publisher;
+use crate::settle::{Settler, WeakSettler};
 use crate::topology::{self, Topology};
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
@@ -80,6 +81,8 @@ struct Shared {
     /// channel it came from, so the channel must outlive the call; sharing one avoids
     /// opening a channel per message.
     get_channel: tokio::sync::Mutex<Option<Channel>>,
+    /// The settling tasks of consumer channels, flushed by [`Broker::close`].
+    settlers: Mutex<Vec<WeakSettler>>,
 }
 
 impl Drop for Shared {
@@ -153,6 +156,7 @@ impl Broker {
                 wake,
                 shutdown,
                 get_channel: tokio::sync::Mutex::new(None),
+                settlers: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -282,6 +286,24 @@ impl Broker {
     /// deliveries first: once closed, the broker requeues whatever is unacked. Every
     /// clone of this broker, and every publisher and consumer made from it, is closed too.
     pub async fn close(&self) {
+        // Acks the settling tasks are still holding go out before the connection closes;
+        // otherwise the broker would redeliver messages that were handled.
+        let settlers: Vec<Settler> = self
+            .shared
+            .settlers
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(WeakSettler::upgrade)
+            .collect();
+        let flushes = futures::future::join_all(settlers.iter().map(Settler::flush));
+        if tokio::time::timeout(Duration::from_secs(5), flushes)
+            .await
+            .is_err()
+        {
+            warn!("pending acks were not all sent within 5 s; the broker redelivers the rest");
+        }
         self.shared.shutdown.cancel();
         self.shared.get_channel.lock().await.take();
         if let Some(conn) = self.shared.state.send_replace(None) {
@@ -296,6 +318,13 @@ impl Broker {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.shutdown.is_cancelled()
+    }
+
+    pub(crate) fn register_settler(&self, settler: &Settler) {
+        if let Ok(mut all) = self.shared.settlers.lock() {
+            all.retain(|s| s.upgrade().is_some());
+            all.push(settler.downgrade());
+        }
     }
 
     /// The AMQP URL with its password replaced by `***`, for logs and error messages.

@@ -3,6 +3,7 @@
 use crate::connection::{Broker, OP_PATIENCE};
 use crate::error::BrokerError;
 use crate::fields::{from_field_table, short, HeaderValue};
+use crate::settle::{Cmd, Settler};
 use backon::{ExponentialBuilder, Retryable};
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -12,6 +13,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -34,6 +36,7 @@ pub struct Consumer {
 struct Subscription {
     channel: Channel,
     stream: lapin::Consumer,
+    settler: Settler,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -89,7 +92,11 @@ impl Consumer {
             let sub = self.current.as_mut()?;
             match sub.stream.next().await {
                 Some(Ok(delivery)) => {
-                    return Some(Incoming::from_delivery(delivery, sub.channel.clone()));
+                    return Some(Incoming::from_subscription(
+                        delivery,
+                        sub.channel.clone(),
+                        &sub.settler,
+                    ));
                 }
                 Some(Err(e)) => {
                     warn!(queue = %self.queue, error = %e, "consumer channel failed; re-subscribing");
@@ -201,7 +208,15 @@ async fn subscribe(
     }
     .await;
     match result {
-        Ok(stream) => Ok(Subscription { channel, stream }),
+        Ok(stream) => {
+            let settler = Settler::start(channel.clone());
+            broker.register_settler(&settler);
+            Ok(Subscription {
+                channel,
+                stream,
+                settler,
+            })
+        }
         Err(e) => {
             crate::connection::close_quietly(&channel).await;
             Err(e)
@@ -210,8 +225,9 @@ async fn subscribe(
 }
 
 /// One received message, to be settled with [`Incoming::ack`] or [`Incoming::nack`].
-/// Dropping it unsettled leaves it unacked until its channel closes, when the broker
-/// redelivers it.
+/// Dropping a consumed message unsettled requeues it (a `basic.nack` with requeue);
+/// one from [`Broker::get`](crate::Broker::get) stays unacked until its channel closes.
+/// Either way the broker delivers it again.
 pub struct Incoming {
     /// The body exactly as published.
     pub body: Vec<u8>,
@@ -227,9 +243,18 @@ pub struct Incoming {
     /// nested values are skipped).
     pub headers: BTreeMap<String, HeaderValue>,
     acker: Acker,
+    /// Set for consumed messages: acks go through the channel's settling task, which
+    /// coalesces them (see `settle.rs`).
+    batched: Option<Batched>,
     /// Keeps the delivery's channel open until the delivery is settled or dropped, even
     /// when its consumer is cancelled or dropped first.
     _channel: Channel,
+}
+
+struct Batched {
+    tag: u64,
+    settler: Settler,
+    settled: AtomicBool,
 }
 
 impl std::fmt::Debug for Incoming {
@@ -255,7 +280,46 @@ impl Incoming {
             redelivered: d.redelivered,
             body: d.data,
             acker: d.acker,
+            batched: None,
             _channel: channel,
+        }
+    }
+
+    fn from_subscription(d: Delivery, channel: Channel, settler: &Settler) -> Self {
+        let tag = d.delivery_tag;
+        settler.send(Cmd::Out(tag));
+        let mut msg = Incoming::from_delivery(d, channel);
+        msg.batched = Some(Batched {
+            tag,
+            settler: settler.clone(),
+            settled: AtomicBool::new(false),
+        });
+        msg
+    }
+
+    /// Hands a settlement to the channel's settling task. The frame is sent there, in
+    /// order with the channel's other acks and nacks; a failure to send it means the
+    /// channel is gone, and the broker redelivers the message.
+    fn settle_batched(&self, b: &Batched, op: &'static str, cmd: Cmd) -> Result<(), BrokerError> {
+        if self.acker.poisoned() {
+            return Err(BrokerError::Settle {
+                op,
+                detail: "its channel is closed; the broker will redeliver it".into(),
+            });
+        }
+        if b.settled.swap(true, Ordering::AcqRel) {
+            return Err(BrokerError::Settle {
+                op,
+                detail: "it was already settled".into(),
+            });
+        }
+        if b.settler.send(cmd) {
+            Ok(())
+        } else {
+            Err(BrokerError::Settle {
+                op,
+                detail: "its channel is closed; the broker will redeliver it".into(),
+            })
         }
     }
 
@@ -266,6 +330,9 @@ impl Incoming {
     /// [`BrokerError::Settle`] when the delivery's channel is gone (the broker redelivers
     /// the message, so the work may happen twice) or it was already settled.
     pub async fn ack(&self) -> Result<(), BrokerError> {
+        if let Some(b) = &self.batched {
+            return self.settle_batched(b, "ack", Cmd::Ack(b.tag));
+        }
         let result = self.acker.ack(BasicAckOptions { multiple: false }).await;
         self.settled("ack", result)
     }
@@ -276,6 +343,16 @@ impl Incoming {
     /// # Errors
     /// As [`Incoming::ack`].
     pub async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
+        if let Some(b) = &self.batched {
+            return self.settle_batched(
+                b,
+                "nack",
+                Cmd::Nack {
+                    tag: b.tag,
+                    requeue,
+                },
+            );
+        }
         let result = self
             .acker
             .nack(BasicNackOptions {
@@ -311,6 +388,21 @@ impl Incoming {
         match self.headers.get("x-delivery-count") {
             Some(HeaderValue::Int(n)) => Some(*n),
             _ => None,
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if let Some(b) = &self.batched {
+            if !b.settled.load(Ordering::Acquire) && !self.acker.poisoned() {
+                // Back to the queue now, and out of the way of the channel's
+                // multiple-acks, which could not pass an outstanding tag.
+                b.settler.send(Cmd::Nack {
+                    tag: b.tag,
+                    requeue: true,
+                });
+            }
         }
     }
 }

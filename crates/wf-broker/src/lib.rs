@@ -23,6 +23,7 @@ mod consumer;
 mod error;
 mod fields;
 mod publisher;
+mod settle;
 mod topology;
 
 pub use connection::{Broker, ConnectOptions, DEFAULT_FRAME_MAX};

@@ -5,5 +5,6 @@
 mod connection;
 mod consume;
 mod publish;
+mod settle;
 mod support;
 mod topology;
