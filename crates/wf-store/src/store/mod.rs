@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, QueueMode, RecyclingMethod, Runtime,
+};
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -79,6 +81,12 @@ impl Store {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            // Most recently used first: a few connections do the work and the rest stay
+            // idle. Each connection keeps buffers as large as the largest statement it
+            // ever sent (the delivery log's batches); round-robin (the default) spread
+            // that over the whole pool, and the worker's RSS crept up over a long run
+            // until every connection had written a large batch.
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(10)))
