@@ -1,7 +1,6 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
-use wf_broker::{names, Broker, BrokerError, ConnectOptions, Topology, DEFAULT_FRAME_MAX};
-use wf_core::config::QueueType;
+use wf_broker::{names, Broker, BrokerError, ConnectOptions, DEFAULT_FRAME_MAX};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -11,14 +10,7 @@ const WAIT: Duration = Duration::from_secs(15);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_and_publisher_survive_a_forced_connection_close() {
     let (url, vhost) = test_vhost();
-    let broker = connect(&url, "survivor").await;
-    broker
-        .declare_topology(&Topology {
-            queue_type: QueueType::Quorum,
-            retry_delays: vec![Duration::from_secs(5)],
-        })
-        .await
-        .unwrap();
+    let broker = connect_with_topology(&url, "survivor").await;
     let publisher = broker.publisher().await.unwrap();
     let mut consumer = broker
         .consume(names::DELIVERIES_QUEUE, 10, "survivor")
@@ -127,15 +119,8 @@ fn negotiated_frame_max(vhost: &str) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_default_to_32_kib_and_the_url_can_override_it() {
     let (url, vhost) = test_vhost();
-    let broker = connect(&url, "frames").await;
+    let broker = connect_with_topology(&url, "frames").await;
     assert_eq!(negotiated_frame_max(&vhost.name), vec![DEFAULT_FRAME_MAX]);
-    broker
-        .declare_topology(&Topology {
-            queue_type: QueueType::Quorum,
-            retry_delays: vec![Duration::from_secs(5)],
-        })
-        .await
-        .unwrap();
     let publisher = broker.publisher().await.unwrap();
     let mut consumer = broker
         .consume(names::DELIVERIES_QUEUE, 10, "frames")

@@ -4,38 +4,21 @@
 
 use crate::support::*;
 use std::time::Duration;
-use wf_broker::{names, Broker, Incoming, Topology};
-use wf_core::config::QueueType;
+use wf_broker::{names, Broker, Incoming};
 
 const WAIT: Duration = Duration::from_secs(15);
 
 /// `messages_unacknowledged` of the deliveries queue, from the broker itself.
 fn unacked(vhost: &str) -> u64 {
-    rabbitmqctl(&[
-        "list_queues",
-        "-p",
-        vhost,
-        "--no-table-headers",
-        "name",
-        "messages_unacknowledged",
-    ])
-    .lines()
-    .find_map(|l| {
-        let mut cols = l.split_whitespace();
-        (cols.next() == Some(names::DELIVERIES_QUEUE)).then(|| cols.next()?.parse().ok())?
-    })
-    .unwrap_or(u64::MAX)
+    queue_column(vhost, "messages_unacknowledged")
+        .into_iter()
+        .find(|(name, _)| name == names::DELIVERIES_QUEUE)
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 async fn setup(url: &str, name: &str, n: usize) -> (Broker, wf_broker::Consumer, Vec<Incoming>) {
-    let broker = connect(url, name).await;
-    broker
-        .declare_topology(&Topology {
-            queue_type: QueueType::Quorum,
-            retry_delays: vec![Duration::from_secs(5)],
-        })
-        .await
-        .unwrap();
+    let broker = connect_with_topology(url, name).await;
     let publisher = broker.publisher().await.unwrap();
     let bodies: Vec<String> = (0..n).map(|i| format!("{i}")).collect();
     for b in &bodies {

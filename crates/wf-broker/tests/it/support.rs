@@ -4,7 +4,8 @@ use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use wf_broker::{Broker, ConnectOptions, OutgoingMessage, Publisher};
+use wf_broker::{Broker, ConnectOptions, OutgoingMessage, Publisher, Topology};
+use wf_core::config::QueueType;
 
 /// Base URL of the test broker (without vhost).
 const BASE_URL: &str = "amqp://guest:guest@127.0.0.1:5672";
@@ -57,15 +58,15 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `(name, type)` of every queue in the vhost.
-pub fn queue_types(vhost: &str) -> Vec<(String, String)> {
+/// `(name, <column>)` of every queue in the vhost, as `rabbitmqctl list_queues` reports.
+pub fn queue_column(vhost: &str, column: &str) -> Vec<(String, String)> {
     rabbitmqctl(&[
         "list_queues",
         "-p",
         vhost,
         "--no-table-headers",
         "name",
-        "type",
+        column,
     ])
     .lines()
     .filter_map(|l| {
@@ -73,6 +74,11 @@ pub fn queue_types(vhost: &str) -> Vec<(String, String)> {
         Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
     })
     .collect()
+}
+
+/// `(name, type)` of every queue in the vhost.
+pub fn queue_types(vhost: &str) -> Vec<(String, String)> {
+    queue_column(vhost, "type")
 }
 
 /// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=wf_broker=debug`).
@@ -96,6 +102,19 @@ pub async fn connect(url: &str, name: &str) -> Broker {
     )
     .await
     .expect("connects to the test broker")
+}
+
+/// Connects and declares the quorum topology (one 5 s retry tier).
+pub async fn connect_with_topology(url: &str, name: &str) -> Broker {
+    let broker = connect(url, name).await;
+    broker
+        .declare_topology(&Topology {
+            queue_type: QueueType::Quorum,
+            retry_delays: vec![Duration::from_secs(5)],
+        })
+        .await
+        .unwrap();
+    broker
 }
 
 /// Polls `check` every 50 ms until it returns true; panics after `within`.
