@@ -326,6 +326,12 @@ impl Incoming {
     /// Acknowledges the message: the broker forgets it. Call only once its outcome is
     /// durably recorded.
     ///
+    /// For a consumed message this hands the ack to the channel's settling task and
+    /// returns: the frame goes out with the next `multiple` ack, or alone within 5 ms
+    /// when an older delivery is still in hand, and at the latest in
+    /// [`Broker::close`](crate::Broker::close). A crash before that redelivers the message
+    /// (at least once, as always).
+    ///
     /// # Errors
     /// [`BrokerError::Settle`] when the delivery's channel is gone (the broker redelivers
     /// the message, so the work may happen twice) or it was already settled.
