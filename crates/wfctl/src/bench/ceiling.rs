@@ -2,24 +2,42 @@
 //! of the same type in the bench vhost, N persistent messages of the same size published
 //! with pipelined confirms while one consumer (manual acks, prefetch 256) drains it.
 //!
+//! Two routes are measured: straight to the queue through the default exchange (the
+//! plain ceiling), and through a topic exchange with the events' routing key, which is
+//! how every event reaches `workflows.fanout` (SPEC §6: `workflows.events` is a topic
+//! exchange). Topic routing costs RabbitMQ noticeably more per message, so the second
+//! ceiling is the broker's limit for the path the pipeline actually uses.
+//!
 //! Publishing and consuming go through `wf_broker` exactly as the services do; only the
-//! declaration and deletion of the temporary queue, which `wf_broker` has no API for
-//! (it declares just the SPEC §6 topology), use lapin directly.
+//! declaration and deletion of the temporary queue and exchange, which `wf_broker` has no
+//! API for (it declares just the SPEC §6 topology), use lapin directly.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use wf_broker::Broker;
 
 use super::load;
 
 /// Prefetch of the ceiling's consumer.
 const PREFETCH: u16 = 256;
+
+/// How the ceiling's messages reach its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Default exchange, routing key = queue name.
+    Direct,
+    /// A durable topic exchange bound with the events' routing key, like `workflows.events`.
+    Topic,
+}
 
 /// What the ceiling run measured.
 pub struct Ceiling {
@@ -37,11 +55,13 @@ impl Ceiling {
 pub async fn measure(
     amqp_url: &str,
     queue_type: &str,
+    route: Route,
     n: u64,
     body: Vec<u8>,
     timeout: Duration,
 ) -> anyhow::Result<Ceiling> {
     let queue = format!("wf_bench.ceiling.{}", std::process::id());
+    let exchange = format!("wf_bench.ceiling.{}.topic", std::process::id());
     let conn = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ for the ceiling run")?;
@@ -62,9 +82,43 @@ pub async fn measure(
         )
         .await
         .with_context(|| format!("declaring the ceiling queue {queue}"))?;
+    let target = match route {
+        Route::Direct => Target {
+            exchange: "",
+            routing_key: &queue,
+        },
+        Route::Topic => {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("declaring the ceiling exchange {exchange}"))?;
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    load::EVENT_TYPE.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("binding the ceiling queue to {exchange}"))?;
+            Target {
+                exchange: &exchange,
+                routing_key: load::EVENT_TYPE,
+            }
+        }
+    };
 
     // `run` bounds its own wait for the consumer; this bounds publishing too.
-    let result = tokio::time::timeout(timeout * 2, run(amqp_url, &queue, n, body, timeout))
+    let result = tokio::time::timeout(timeout * 2, run(amqp_url, &queue, target, n, body, timeout))
         .await
         .unwrap_or_else(|_| {
             Err(anyhow::anyhow!(
@@ -76,15 +130,28 @@ pub async fn measure(
     let deleted = channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
+    if route == Route::Topic {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
     let _ = conn.close(200, "OK".into()).await;
     let ceiling = result?;
     deleted.with_context(|| format!("deleting the ceiling queue {queue}"))?;
     Ok(ceiling)
 }
 
+/// Where the ceiling publishes.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    exchange: &'a str,
+    routing_key: &'a str,
+}
+
 async fn run(
     amqp_url: &str,
     queue: &str,
+    target: Target<'_>,
     n: u64,
     body: Vec<u8>,
     timeout: Duration,
@@ -113,8 +180,10 @@ async fn run(
         consumer.cancel().await;
     });
 
-    let routing_key: Arc<str> = Arc::from(queue);
-    let published = load::publish_amqp(&publisher, "", routing_key, n, 0.0, |_| body.clone()).await;
+    let routing_key: Arc<str> = Arc::from(target.routing_key);
+    let exchange: Arc<str> = Arc::from(target.exchange);
+    let published =
+        load::publish_amqp(&publisher, exchange, routing_key, n, 0.0, |_| body.clone()).await;
 
     let deadline = start + timeout;
     let mut done = false;

@@ -142,7 +142,7 @@ fn due(start: Instant, i: u64, rate: f64) -> Option<tokio::time::Instant> {
 /// confirmed or failed.
 pub async fn publish_amqp(
     publisher: &Publisher,
-    exchange: &'static str,
+    exchange: Arc<str>,
     routing_key: Arc<str>,
     n: u64,
     rate: f64,
@@ -161,11 +161,11 @@ pub async fn publish_amqp(
         let body = body(i);
         let publisher = publisher.clone();
         let tally = tally.clone();
-        let routing_key = routing_key.clone();
+        let (exchange, routing_key) = (exchange.clone(), routing_key.clone());
         tokio::spawn(async move {
             let result = publisher
                 .publish(OutgoingMessage {
-                    exchange,
+                    exchange: &exchange,
                     routing_key: &routing_key,
                     body: &body,
                     message_id: None,

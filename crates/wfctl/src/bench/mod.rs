@@ -441,31 +441,37 @@ async fn bench(
     drop(sender);
     broker.close().await;
 
-    // 9. Broker ceiling, once the services are idle.
-    eprintln!(
-        "bench: measuring the broker ceiling ({} messages)",
-        args.events
-    );
-    let ceiling_before = Samples::take(&[], None, &rabbit_pids);
-    let ceiling = ceiling::measure(
-        &env.amqp_url,
-        args.queue_type.as_str(),
-        args.events,
-        factory.amqp_body(0),
-        Duration::from_secs(60) + Duration::from_millis(args.events * 5),
-    )
-    .await;
-    let ceiling_after = Samples::take(&[], None, &rabbit_pids);
-    let ceiling_cpu = (
-        ceiling_after
-            .rabbit
-            .seconds_since(&ceiling_before.rabbit, ticks),
-        ceiling_after.me.seconds_since(&ceiling_before.me, ticks),
-        ceiling_after
-            .machine
-            .zip(ceiling_before.machine)
-            .map(|(a, b)| a.saturating_sub(b) as f64 / ticks),
-    );
+    // 9. Broker ceilings, once the services are idle: straight to a queue, and through a
+    // topic exchange as events travel.
+    let mut ceilings = Vec::new();
+    for route in [ceiling::Route::Direct, ceiling::Route::Topic] {
+        eprintln!(
+            "bench: measuring the broker ceiling ({} messages, {route:?})",
+            args.events
+        );
+        let before = Samples::take(&[], None, &rabbit_pids);
+        let result = ceiling::measure(
+            &env.amqp_url,
+            args.queue_type.as_str(),
+            route,
+            args.events,
+            factory.amqp_body(0),
+            Duration::from_secs(60) + Duration::from_millis(args.events * 5),
+        )
+        .await;
+        let after = Samples::take(&[], None, &rabbit_pids);
+        ceilings.push(CeilingRun {
+            result,
+            rabbit_cpu: after.rabbit.seconds_since(&before.rabbit, ticks),
+            client_cpu: after.me.seconds_since(&before.me, ticks),
+            machine_busy: after
+                .machine
+                .zip(before.machine)
+                .map(|(a, b)| a.saturating_sub(b) as f64 / ticks),
+        });
+    }
+    let topic_ceiling = ceilings.pop().expect("two ceiling runs");
+    let ceiling = ceilings.pop().expect("two ceiling runs");
 
     // 10. Figures.
     let figures = Figures {
@@ -496,7 +502,7 @@ async fn bench(
         rss_at_half,
         end_rss_kib,
         ceiling,
-        ceiling_cpu,
+        topic_ceiling,
         timed_out,
     };
     let complete = figures.timed_out.is_none();
@@ -577,7 +583,7 @@ impl Sender {
                 let factory = self.factory.clone();
                 load::publish_amqp(
                     &self.publisher,
-                    wf_broker::names::EVENTS_EXCHANGE,
+                    Arc::from(wf_broker::names::EVENTS_EXCHANGE),
                     Arc::from(EVENT_TYPE),
                     n,
                     rate,
@@ -630,11 +636,49 @@ struct Figures<'a> {
     rss_after_warmup: u64,
     rss_at_half: Option<u64>,
     end_rss_kib: u64,
-    ceiling: anyhow::Result<ceiling::Ceiling>,
-    /// RabbitMQ's, this process's and the whole machine's busy CPU seconds during the
-    /// ceiling run.
-    ceiling_cpu: (f64, f64, Option<f64>),
+    /// Through the default exchange.
+    ceiling: CeilingRun,
+    /// Through a topic exchange, the route events take.
+    topic_ceiling: CeilingRun,
     timed_out: Option<String>,
+}
+
+/// One ceiling run and the CPU it used.
+struct CeilingRun {
+    result: anyhow::Result<ceiling::Ceiling>,
+    rabbit_cpu: f64,
+    /// This process: the ceiling's publisher and consumer.
+    client_cpu: f64,
+    machine_busy: Option<f64>,
+}
+
+impl CeilingRun {
+    /// `broker_<name>_…` lines and `ratio_to_<name>`.
+    fn print(&self, name: &str, per_sec: f64) {
+        match &self.result {
+            Ok(c) => {
+                println!("broker_{name}_msgs_per_sec: {:.1}", c.msgs_per_sec());
+                println!("ratio_to_{name}: {:.2}", per_sec / c.msgs_per_sec());
+                println!("broker_{name}_seconds: {:.2}", c.elapsed.as_secs_f64());
+                println!("broker_{name}_rabbitmq_cpu_seconds: {:.2}", self.rabbit_cpu);
+                println!("broker_{name}_client_cpu_seconds: {:.2}", self.client_cpu);
+                if let Some(busy) = self.machine_busy {
+                    println!(
+                        "broker_{name}_other_processes_cpu_seconds: {:.2}",
+                        (busy - self.rabbit_cpu - self.client_cpu).max(0.0)
+                    );
+                }
+                if c.publish_failures > 0 {
+                    println!("broker_{name}_publish_failures: {}", c.publish_failures);
+                }
+            }
+            Err(e) => {
+                println!("broker_{name}_msgs_per_sec: n/a");
+                println!("ratio_to_{name}: n/a");
+                eprintln!("bench: the {name} run failed: {e:#}");
+            }
+        }
+    }
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -737,35 +781,8 @@ impl Figures<'_> {
         if let Some(load) = self.load_before {
             println!("load_average_1m_before: {load:.2}");
         }
-        match &self.ceiling {
-            Ok(c) => {
-                println!("broker_ceiling_msgs_per_sec: {:.1}", c.msgs_per_sec());
-                println!("ratio_to_ceiling: {:.2}", per_sec / c.msgs_per_sec());
-                println!("broker_ceiling_seconds: {:.2}", c.elapsed.as_secs_f64());
-                println!(
-                    "broker_ceiling_rabbitmq_cpu_seconds: {:.2}",
-                    self.ceiling_cpu.0
-                );
-                println!(
-                    "broker_ceiling_client_cpu_seconds: {:.2}",
-                    self.ceiling_cpu.1
-                );
-                if let Some(busy) = self.ceiling_cpu.2 {
-                    println!(
-                        "broker_ceiling_other_processes_cpu_seconds: {:.2}",
-                        (busy - self.ceiling_cpu.0 - self.ceiling_cpu.1).max(0.0)
-                    );
-                }
-                if c.publish_failures > 0 {
-                    println!("broker_ceiling_publish_failures: {}", c.publish_failures);
-                }
-            }
-            Err(e) => {
-                println!("broker_ceiling_msgs_per_sec: n/a");
-                println!("ratio_to_ceiling: n/a");
-                eprintln!("bench: the ceiling run failed: {e:#}");
-            }
-        }
+        self.ceiling.print("ceiling", per_sec);
+        self.topic_ceiling.print("topic_ceiling", per_sec);
         println!("signature_failures: {}", self.snap.signature_failures);
         println!("duplicates: {}", self.snap.duplicates);
         if self.snap.malformed > 0 {
