@@ -37,6 +37,7 @@ async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothin
         .await
         .unwrap();
 
+    let waited_before = wf_telemetry::metrics().delivery_log_wait_seconds.get();
     // 64 KiB bodies: the 8 MiB budget holds about 127 of them.
     let body = "x".repeat(64 * 1024);
     let fits = BUDGET_BYTES / body.len();
@@ -64,6 +65,12 @@ async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothin
         .await
         .expect("the waiting record goes through once Postgres writes again")
         .unwrap();
+    // The wait is visible to operators (the record waited at least the 1 s above).
+    let waited = wf_telemetry::metrics().delivery_log_wait_seconds.get() - waited_before;
+    assert!(
+        waited >= 0.9,
+        "wf_delivery_log_wait_seconds_total grew by {waited}"
+    );
     for i in at + 1..total {
         log.record(payload(i, &body)).await;
     }

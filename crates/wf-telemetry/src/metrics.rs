@@ -9,7 +9,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Counter, Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use wf_core::duration::{format_duration, RetrySchedule};
 use wf_core::events::EventType;
@@ -102,6 +103,9 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `wf_delivery_log_pending`: delivery-log writes buffered, not yet in Postgres.
     pub delivery_log_pending: IntGauge,
+    /// `wf_delivery_log_wait_seconds_total`: time spent waiting for room in the
+    /// delivery-log buffer (Postgres behind by its whole budget).
+    pub delivery_log_wait_seconds: Counter,
     /// `wf_retries_scheduled_total{tier}`: retries queued, by delay (`5s`, `30s`, `2m`, …).
     pub retries_scheduled: IntCounterVec,
 }
@@ -182,6 +186,13 @@ pub fn render() -> String {
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registers once");
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::new(name, help).expect("valid metric definition");
     r.register(Box::new(c.clone()))
         .expect("metric registers once");
     c
@@ -294,6 +305,13 @@ impl Metrics {
                 "wf_delivery_log_pending",
                 "Delivery-log records buffered in this process and not yet written to \
                  Postgres.",
+            ),
+            delivery_log_wait_seconds: counter(
+                r,
+                "wf_delivery_log_wait_seconds_total",
+                "Seconds deliveries spent waiting for room in the delivery-log buffer, which \
+                 is full when Postgres is behind by 8 MiB of records; any growth means the \
+                 log is throttling delivery.",
             ),
             retries_scheduled: counter_vec(
                 r,

@@ -7,7 +7,7 @@
 //! the writer: the log applies back-pressure to the deliveries instead of growing the heap.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, info, warn};
@@ -82,7 +82,18 @@ impl DeliveryLog {
     /// Buffers one record, first waiting until the bytes already buffered leave room.
     pub async fn record(&self, rec: LogRecord) {
         let cost = u32::try_from(rec.cost()).unwrap_or(u32::MAX);
-        match self.budget.acquire_many(cost).await {
+        let permit = match self.budget.try_acquire_many(cost) {
+            Ok(permit) => Ok(permit),
+            Err(_) => {
+                let started = Instant::now();
+                let permit = self.budget.acquire_many(cost).await;
+                metrics()
+                    .delivery_log_wait_seconds
+                    .inc_by(started.elapsed().as_secs_f64());
+                permit
+            }
+        };
+        match permit {
             // Given back by the writer once the record is written (or dropped).
             Ok(permit) => permit.forget(),
             Err(_) => {

@@ -169,6 +169,7 @@ async fn metrics_exports_every_spec_name_and_process_metrics() {
         "wf_publish_confirm_seconds",
         "wf_db_pool_wait_seconds",
         "wf_delivery_log_pending",
+        "wf_delivery_log_wait_seconds_total",
         "wf_retries_scheduled_total",
     ] {
         assert!(
