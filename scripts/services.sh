@@ -275,11 +275,20 @@ cmd_start_app() {
     wait_ready wf-ingestor "$INGESTOR_METRICS"
     wait_ready wf-worker "$WORKER_METRICS"
 
-    local out key
-    out="$("$BIN_DIR/wfctl" api-key create --org "$DEMO_ORG" --name demo)" ||
-        die "wfctl api-key create failed"
-    key="$(printf '%s\n' "$out" | grep -oE 'wf_live_[A-Za-z0-9]+' | head -1 || true)"
-    [ -n "$key" ] || die "no wf_live_ key in the output of wfctl api-key create: $out"
+    # The demo key is kept in .run/ (git-ignored, mode 600) and reused while the API still
+    # accepts it, so repeated `make run`s do not pile up keys in the database.
+    local out key key_file="$RUN_DIR/demo-api-key"
+    key="$(cat "$key_file" 2>/dev/null || true)"
+    if [ -n "$key" ] && curl -fsS -o /dev/null -H "Authorization: Bearer $key" \
+        "http://$HTTP_ADDR/api/v1/webhooks" 2>/dev/null; then
+        log "reusing the demo API key in $key_file"
+    else
+        out="$("$BIN_DIR/wfctl" api-key create --org "$DEMO_ORG" --name demo)" ||
+            die "wfctl api-key create failed"
+        key="$(printf '%s\n' "$out" | grep -oE 'wf_live_[A-Za-z0-9]+' | head -1 || true)"
+        [ -n "$key" ] || die "no wf_live_ key in the output of wfctl api-key create: $out"
+        (umask 077 && printf '%s\n' "$key" >"$key_file")
+    fi
 
     cat <<EOF
 
