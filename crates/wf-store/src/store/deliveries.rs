@@ -432,15 +432,13 @@ impl Store {
             .await?;
         let mut total = 0;
         for status in DeliveryStatus::ALL {
-            loop {
-                let n = client
-                    .execute(&stmt, &[&older_than, &batch, &status.as_str()])
-                    .await?;
-                total += n;
-                if n < batch.unsigned_abs() {
-                    break;
-                }
-            }
+            total += super::delete_in_batches(
+                &client,
+                &stmt,
+                &[&older_than, &batch, &status.as_str()],
+                batch,
+            )
+            .await?;
         }
         Ok(total)
     }

@@ -106,13 +106,6 @@ impl Store {
                  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
             )
             .await?;
-        let mut total = 0;
-        loop {
-            let n = client.execute(&stmt, &[&older_than, &batch]).await?;
-            total += n;
-            if n < batch.unsigned_abs() {
-                return Ok(total);
-            }
-        }
+        super::delete_in_batches(&client, &stmt, &[&older_than, &batch], batch).await
     }
 }

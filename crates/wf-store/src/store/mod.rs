@@ -129,6 +129,25 @@ impl Store {
     }
 }
 
+/// Runs a prepared `DELETE … LIMIT <batch>` with `params` until a round deletes fewer than
+/// `batch` rows; returns how many were deleted. Small batches keep each transaction (and
+/// its locks) short, so pruning never stalls the delivery log's writes.
+async fn delete_in_batches(
+    client: &Object,
+    stmt: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    batch: i64,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = client.execute(stmt, params).await?;
+        total += n;
+        if n < batch.unsigned_abs() {
+            return Ok(total);
+        }
+    }
+}
+
 /// Reads a column without panicking on a type or NULL mismatch.
 fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, StoreError> {
     row.try_get(name)
