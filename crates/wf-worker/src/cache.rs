@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use wf_core::events::EventType;
@@ -27,9 +28,20 @@ struct Entry<T> {
     at: Instant,
 }
 
+impl<T: Clone> Entry<T> {
+    fn fresh(&self) -> Option<T> {
+        (self.at.elapsed() < MAX_AGE).then(|| self.value.clone())
+    }
+}
+
+/// One organisation's subscriptions, by event type.
+type OrgEntries = HashMap<EventType, Entry<Arc<Vec<Subscription>>>>;
+
 #[derive(Default)]
 struct Maps {
-    by_event: HashMap<(OrgId, EventType), Entry<Arc<Vec<Subscription>>>>,
+    /// Per organisation, then per event type: looked up with borrowed keys, so a hit
+    /// allocates nothing.
+    by_event: HashMap<OrgId, OrgEntries>,
     by_webhook: HashMap<WebhookId, Entry<Option<Arc<Subscription>>>>,
 }
 
@@ -39,14 +51,19 @@ pub struct SubscriptionCache {
     store: wf_store::Store,
     maps: Arc<RwLock<Maps>>,
     generation: Arc<AtomicU64>,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl SubscriptionCache {
     pub fn new(store: wf_store::Store) -> Self {
+        let requests = &metrics().subscription_cache;
         SubscriptionCache {
             store,
             maps: Arc::default(),
             generation: Arc::default(),
+            hits: requests.with_label_values(&["hit"]),
+            misses: requests.with_label_values(&["miss"]),
         }
     }
 
@@ -59,34 +76,18 @@ impl SubscriptionCache {
         org: &OrgId,
         event: EventType,
     ) -> Result<Arc<Vec<Subscription>>, StoreError> {
-        let key = (org.clone(), event);
-        if let Some(e) = self.maps.read().expect("cache lock").by_event.get(&key) {
-            if e.at.elapsed() < MAX_AGE {
-                metrics()
-                    .subscription_cache
-                    .with_label_values(&["hit"])
-                    .inc();
-                return Ok(e.value.clone());
-            }
-        }
-        metrics()
-            .subscription_cache
-            .with_label_values(&["miss"])
-            .inc();
-        let gen = self.generation.load(Ordering::Acquire);
-        let subs = Arc::new(self.store.subscriptions(org, event).await?);
-        let mut maps = self.maps.write().expect("cache lock");
-        if self.generation.load(Ordering::Acquire) == gen {
-            maps.by_event.insert(
-                key,
-                Entry {
-                    value: subs.clone(),
-                    org: org.clone(),
-                    at: Instant::now(),
-                },
-            );
-        }
-        Ok(subs)
+        self.get_or_load(
+            org,
+            |m| m.by_event.get(org)?.get(&event)?.fresh(),
+            async { Ok(Arc::new(self.store.subscriptions(org, event).await?)) },
+            |m, entry| {
+                m.by_event
+                    .entry(org.clone())
+                    .or_default()
+                    .insert(event, entry);
+            },
+        )
+        .await
     }
 
     /// The webhook if it is still active (None once deleted or disabled).
@@ -98,45 +99,60 @@ impl SubscriptionCache {
         org: &OrgId,
         id: &WebhookId,
     ) -> Result<Option<Arc<Subscription>>, StoreError> {
-        if let Some(e) = self.maps.read().expect("cache lock").by_webhook.get(id) {
-            if e.at.elapsed() < MAX_AGE {
-                metrics()
-                    .subscription_cache
-                    .with_label_values(&["hit"])
-                    .inc();
-                return Ok(e.value.clone());
-            }
+        self.get_or_load(
+            org,
+            |m| m.by_webhook.get(id)?.fresh(),
+            async {
+                Ok(self
+                    .store
+                    .subscription(id)
+                    .await?
+                    .filter(|s| &s.org_id == org)
+                    .map(Arc::new))
+            },
+            |m, entry| {
+                m.by_webhook.insert(id.clone(), entry);
+            },
+        )
+        .await
+    }
+
+    /// The cached value if fresh; otherwise `load`s it and caches it, unless an
+    /// invalidation landed while the read was in flight (then the value is returned but
+    /// not kept: it may predate the change).
+    async fn get_or_load<V: Clone>(
+        &self,
+        org: &OrgId,
+        cached: impl FnOnce(&Maps) -> Option<V>,
+        load: impl std::future::Future<Output = Result<V, StoreError>>,
+        insert: impl FnOnce(&mut Maps, Entry<V>),
+    ) -> Result<V, StoreError> {
+        if let Some(v) = cached(&self.maps.read().expect("cache lock")) {
+            self.hits.inc();
+            return Ok(v);
         }
-        metrics()
-            .subscription_cache
-            .with_label_values(&["miss"])
-            .inc();
+        self.misses.inc();
         let gen = self.generation.load(Ordering::Acquire);
-        let sub = self
-            .store
-            .subscription(id)
-            .await?
-            .filter(|s| &s.org_id == org)
-            .map(Arc::new);
+        let value = load.await?;
         let mut maps = self.maps.write().expect("cache lock");
         if self.generation.load(Ordering::Acquire) == gen {
-            maps.by_webhook.insert(
-                id.clone(),
+            insert(
+                &mut maps,
                 Entry {
-                    value: sub.clone(),
+                    value: value.clone(),
                     org: org.clone(),
                     at: Instant::now(),
                 },
             );
         }
-        Ok(sub)
+        Ok(value)
     }
 
     /// Drops every entry of `org`.
     pub fn invalidate_org(&self, org: &OrgId) {
         let mut maps = self.maps.write().expect("cache lock");
         self.generation.fetch_add(1, Ordering::AcqRel);
-        maps.by_event.retain(|_, e| &e.org != org);
+        maps.by_event.remove(org);
         maps.by_webhook.retain(|_, e| &e.org != org);
     }
 
