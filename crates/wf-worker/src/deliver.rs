@@ -73,13 +73,6 @@ impl Deliverer {
             return;
         }
         let j = job.v1().clone();
-        let span = tracing::info_span!(
-            "delivery",
-            event_id = %j.event_id,
-            delivery_id = %j.delivery_id,
-            webhook_id = %j.webhook_id,
-            attempt = j.attempt,
-        );
         let settled = async {
             match self.attempt(&j).await {
                 Ok(()) => msg.ack().await,
@@ -89,7 +82,7 @@ impl Deliverer {
                 }
             }
         }
-        .instrument(span)
+        .instrument(delivery_span(&j))
         .await;
         if let Err(e) = settled {
             warn!(error = %e, delivery_id = %j.delivery_id, "could not settle job; the broker will redeliver it");
@@ -139,14 +132,7 @@ impl Deliverer {
     /// # Errors
     /// When the next attempt or dead letter could not be published.
     pub async fn deliver_first(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<()> {
-        let span = tracing::info_span!(
-            "delivery",
-            event_id = %j.event_id,
-            delivery_id = %j.delivery_id,
-            webhook_id = %j.webhook_id,
-            attempt = j.attempt,
-        );
-        self.attempt_with(j, sub).instrument(span).await
+        self.attempt_with(j, sub).instrument(delivery_span(j)).await
     }
 
     async fn attempt(&self, j: &DeliveryJobV1) -> anyhow::Result<()> {
@@ -448,4 +434,15 @@ impl Deliverer {
         }
         h
     }
+}
+
+/// The span every attempt runs in, whether made at fan-out or from the deliveries queue.
+fn delivery_span(j: &DeliveryJobV1) -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        event_id = %j.event_id,
+        delivery_id = %j.delivery_id,
+        webhook_id = %j.webhook_id,
+        attempt = j.attempt,
+    )
 }
