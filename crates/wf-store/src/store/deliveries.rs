@@ -418,27 +418,17 @@ impl Store {
         older_than: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let batch = batch.max(1);
-        let client = self.conn().await?;
         // One status at a time, oldest first: each batch is then an ordered range scan of
         // the (status, updated_at) index that stops after `batch` rows, instead of a scan
         // over everything not yet old enough. Rows are deleted by primary key.
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM deliveries WHERE id = ANY(ARRAY(\
-                 SELECT id FROM deliveries WHERE status = $3 AND updated_at < $1 \
-                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
-            )
-            .await?;
+        const SQL: &str = "DELETE FROM deliveries WHERE id = ANY(ARRAY(\
+             SELECT id FROM deliveries WHERE status = $3 AND updated_at < $1 \
+             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
         let mut total = 0;
         for status in DeliveryStatus::ALL {
-            total += super::delete_in_batches(
-                &client,
-                &stmt,
-                &[&older_than, &batch, &status.as_str()],
-                batch,
-            )
-            .await?;
+            total += self
+                .delete_in_batches(SQL, older_than, batch, &[&status.as_str()])
+                .await?;
         }
         Ok(total)
     }

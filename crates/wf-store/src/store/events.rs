@@ -96,16 +96,15 @@ impl Store {
         older_than: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let batch = batch.max(1);
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(
-                // Oldest first along events_created_idx; deleted by ctid (a TID scan).
-                "DELETE FROM events WHERE ctid = ANY(ARRAY(\
-                 SELECT ctid FROM events WHERE created_at < $1 \
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
-            )
-            .await?;
-        super::delete_in_batches(&client, &stmt, &[&older_than, &batch], batch).await
+        self.delete_in_batches(
+            // Oldest first along events_created_idx; deleted by ctid (a TID scan).
+            "DELETE FROM events WHERE ctid = ANY(ARRAY(\
+             SELECT ctid FROM events WHERE created_at < $1 \
+             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+            older_than,
+            batch,
+            &[],
+        )
+        .await
     }
 }

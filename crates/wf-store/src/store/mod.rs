@@ -117,6 +117,32 @@ impl Store {
         self.pool.close();
     }
 
+    /// Runs `sql`, a `DELETE … LIMIT $2` of rows older than `$1` (further parameters from
+    /// `$3`: `extra`), until a round deletes fewer than `batch` rows; returns how many were
+    /// deleted. Small batches keep each transaction (and its locks) short, so pruning
+    /// never stalls the delivery log's writes.
+    async fn delete_in_batches(
+        &self,
+        sql: &str,
+        older_than: DateTime<Utc>,
+        batch: i64,
+        extra: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        let batch = batch.max(1);
+        let client = self.conn().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&older_than, &batch];
+        params.extend_from_slice(extra);
+        let mut total = 0;
+        loop {
+            let n = client.execute(&stmt, &params).await?;
+            total += n;
+            if n < batch.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Checks out a pooled connection; the wait is `wf_db_pool_wait_seconds`, which shows
     /// an undersized pool (or a slow database holding connections) before requests fail.
     async fn conn(&self) -> Result<Object, StoreError> {
@@ -126,25 +152,6 @@ impl Store {
             .db_pool_wait_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(conn?)
-    }
-}
-
-/// Runs a prepared `DELETE … LIMIT <batch>` with `params` until a round deletes fewer than
-/// `batch` rows; returns how many were deleted. Small batches keep each transaction (and
-/// its locks) short, so pruning never stalls the delivery log's writes.
-async fn delete_in_batches(
-    client: &Object,
-    stmt: &tokio_postgres::Statement,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    batch: i64,
-) -> Result<u64, StoreError> {
-    let mut total = 0;
-    loop {
-        let n = client.execute(stmt, params).await?;
-        total += n;
-        if n < batch.unsigned_abs() {
-            return Ok(total);
-        }
     }
 }
 

@@ -194,16 +194,15 @@ impl Store {
         older_than: DateTime<Utc>,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let batch = batch.max(1);
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(
-                "DELETE FROM event_payloads WHERE (org_id, event_id) IN (\
-                 SELECT org_id, event_id FROM event_payloads WHERE created_at < $1 \
-                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .await?;
-        super::delete_in_batches(&client, &stmt, &[&older_than, &batch], batch).await
+        self.delete_in_batches(
+            "DELETE FROM event_payloads WHERE (org_id, event_id) IN (\
+             SELECT org_id, event_id FROM event_payloads WHERE created_at < $1 \
+             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            older_than,
+            batch,
+            &[],
+        )
+        .await
     }
 
     /// Runs `f` only if no other process holds the named advisory lock right now (so one
