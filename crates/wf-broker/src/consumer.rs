@@ -302,24 +302,15 @@ impl Incoming {
     /// channel is gone, and the broker redelivers the message.
     fn settle_batched(&self, b: &Batched, op: &'static str, cmd: Cmd) -> Result<(), BrokerError> {
         if self.acker.poisoned() {
-            return Err(BrokerError::Settle {
-                op,
-                detail: "its channel is closed; the broker will redeliver it".into(),
-            });
+            return Err(settle_error(op, CHANNEL_CLOSED));
         }
         if b.settled.swap(true, Ordering::AcqRel) {
-            return Err(BrokerError::Settle {
-                op,
-                detail: "it was already settled".into(),
-            });
+            return Err(settle_error(op, ALREADY_SETTLED));
         }
         if b.settler.send(cmd) {
             Ok(())
         } else {
-            Err(BrokerError::Settle {
-                op,
-                detail: "its channel is closed; the broker will redeliver it".into(),
-            })
+            Err(settle_error(op, CHANNEL_CLOSED))
         }
     }
 
@@ -372,18 +363,9 @@ impl Incoming {
     fn settled(&self, op: &'static str, result: lapin::Result<bool>) -> Result<(), BrokerError> {
         match result {
             Ok(true) => Ok(()),
-            Ok(false) if self.acker.poisoned() => Err(BrokerError::Settle {
-                op,
-                detail: "its channel is closed; the broker will redeliver it".into(),
-            }),
-            Ok(false) => Err(BrokerError::Settle {
-                op,
-                detail: "it was already settled".into(),
-            }),
-            Err(e) => Err(BrokerError::Settle {
-                op,
-                detail: e.to_string(),
-            }),
+            Ok(false) if self.acker.poisoned() => Err(settle_error(op, CHANNEL_CLOSED)),
+            Ok(false) => Err(settle_error(op, ALREADY_SETTLED)),
+            Err(e) => Err(settle_error(op, &e.to_string())),
         }
     }
 
@@ -395,6 +377,16 @@ impl Incoming {
             Some(HeaderValue::Int(n)) => Some(*n),
             _ => None,
         }
+    }
+}
+
+const CHANNEL_CLOSED: &str = "its channel is closed; the broker will redeliver it";
+const ALREADY_SETTLED: &str = "it was already settled";
+
+fn settle_error(op: &'static str, detail: &str) -> BrokerError {
+    BrokerError::Settle {
+        op,
+        detail: detail.to_owned(),
     }
 }
 
