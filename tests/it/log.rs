@@ -21,8 +21,9 @@ fn payload(i: usize, body: &str) -> LogRecord {
 
 /// While Postgres cannot take the log (here: a lock held on its table), the buffer fills
 /// up to its byte budget and then recording waits, instead of the worker's heap growing
-/// with the backlog. Once Postgres is back, the waiting record and everything buffered
-/// land: nothing is dropped.
+/// with the backlog; no receipt resolves while nothing is written. Once Postgres is back,
+/// the waiting record and everything buffered land, every receipt resolves, and nothing
+/// is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothing() {
     let db = Database::new();
@@ -43,15 +44,16 @@ async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothin
     let fits = BUDGET_BYTES / body.len();
     let total = fits + 50;
     let mut blocked = None;
+    let mut receipts = Vec::new();
     for i in 0..total {
         let (log, rec) = (log.clone(), payload(i, &body));
         let mut task = tokio::spawn(async move { log.record(rec).await });
-        if tokio::time::timeout(Duration::from_secs(1), &mut task)
-            .await
-            .is_err()
-        {
-            blocked = Some((i, task));
-            break;
+        match tokio::time::timeout(Duration::from_secs(1), &mut task).await {
+            Ok(logged) => receipts.push(logged.unwrap()),
+            Err(_) => {
+                blocked = Some((i, task));
+                break;
+            }
         }
     }
     let (at, task) = blocked.expect("recording must wait once the budget is spent");
@@ -59,12 +61,21 @@ async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothin
         (fits - 8..=fits).contains(&at),
         "recording waited after {at} records of 64 KiB; the budget holds {fits}"
     );
+    let first = receipts.remove(0);
+    let mut first = std::pin::pin!(first.written());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut first)
+            .await
+            .is_err(),
+        "a receipt resolved while its record could not be written"
+    );
 
     locker.batch_execute("ROLLBACK").await.unwrap();
-    tokio::time::timeout(Duration::from_secs(20), task)
+    let waiting = tokio::time::timeout(Duration::from_secs(20), task)
         .await
         .expect("the waiting record goes through once Postgres writes again")
         .unwrap();
+    receipts.push(waiting);
     // The wait is visible to operators (the record waited at least the 1 s above).
     let waited = wf_telemetry::metrics().delivery_log_wait_seconds.get() - waited_before;
     assert!(
@@ -72,8 +83,16 @@ async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothin
         "wf_delivery_log_wait_seconds_total grew by {waited}"
     );
     for i in at + 1..total {
-        log.record(payload(i, &body)).await;
+        receipts.push(log.record(payload(i, &body)).await);
     }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        first.await;
+        for r in receipts {
+            r.written().await;
+        }
+    })
+    .await
+    .expect("every receipt resolves once Postgres writes again");
     drop(log);
     tokio::time::timeout(Duration::from_secs(30), writer)
         .await

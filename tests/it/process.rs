@@ -164,7 +164,7 @@ struct Deployment {
     receiver: Receiver,
     logs: TempDir,
     // Dropped last, after the processes of the test.
-    _db: Database,
+    db: Database,
     vhost: Vhost,
 }
 
@@ -195,7 +195,7 @@ impl Deployment {
             env,
             receiver,
             logs,
-            _db: db,
+            db,
             vhost,
         }
     }
@@ -531,6 +531,83 @@ async fn sigterm_mid_load_loses_nothing_and_exits_zero() {
         },
     )
     .await;
+
+    worker.stop(d.grace() + EXIT_MARGIN).await;
+    ingestor.stop(d.grace() + EXIT_MARGIN).await;
+}
+
+/// SIGKILL while the delivery log cannot write (a lock held on its table): the events
+/// were delivered, but their outcomes were only buffered, so their messages must still be
+/// unacked. A fresh worker gets them again, delivers them again (same delivery ids) and
+/// logs them: no outcome is lost with the killed worker's buffer. (Before issue 5's
+/// session 3 the messages were acked before the log had them, and this log stayed empty.)
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_with_the_log_stalled_loses_no_log_record() {
+    const EVENTS: usize = 20;
+    let d = Deployment::new(&[]).await;
+    let mut ingestor = d.start(INGESTOR).await;
+    let mut worker = d.start(WORKER).await;
+    let key = d.api_key().await;
+    let webhook = d
+        .webhook(&ingestor, &key, "/stalled-log", &["alert.created"])
+        .await;
+
+    let (locker, conn) = tokio_postgres::connect(&d.db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE event_payloads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    for n in 0..EVENTS {
+        let body = json!({"event": "alert.created", "data": {"n": n}});
+        let (s, b) = post(ingestor.api, "/api/v1/events", &key, &body).await;
+        assert_eq!(s, 202, "{b}");
+    }
+    let distinct_ns = |got: &[crate::harness::Recorded]| -> usize {
+        got.iter()
+            .filter_map(|r| r.json()["data"]["n"].as_u64())
+            .collect::<BTreeSet<u64>>()
+            .len()
+    };
+    eventually(
+        "every event delivered once",
+        Duration::from_secs(30),
+        || async { (distinct_ns(&d.receiver.requests("/stalled-log")) == EVENTS).then_some(()) },
+    )
+    .await;
+    // Time for any ack that was going to be sent to reach the broker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    worker.child.kill().await.expect("SIGKILL the worker");
+    let before_restart = d.receiver.requests("/stalled-log").len();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    let mut worker = d.start(WORKER).await;
+    eventually(
+        "every delivery logged as delivered after the restart",
+        Duration::from_secs(60),
+        || async {
+            let n = deliveries(ingestor.api, &key, &webhook, "delivered")
+                .await
+                .len();
+            (n == EVENTS).then_some(())
+        },
+    )
+    .await;
+    let got = d.receiver.requests("/stalled-log");
+    let ids: HashSet<&str> = got
+        .iter()
+        .map(|r| r.header("x-workflows-delivery"))
+        .collect();
+    assert_eq!(ids.len(), EVENTS, "distinct X-WorkFlows-Delivery ids");
+    assert!(
+        got.len() >= before_restart + EVENTS,
+        "every event is delivered again after the restart (it was never acked): \
+         {before_restart} requests before, {} after",
+        got.len()
+    );
 
     worker.stop(d.grace() + EXIT_MARGIN).await;
     ingestor.stop(d.grace() + EXIT_MARGIN).await;

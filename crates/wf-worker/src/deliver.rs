@@ -23,7 +23,7 @@ use wf_telemetry::metrics;
 use crate::breaker::{counts_as_endpoint_failure, endpoint_key, Endpoints, Rejected};
 use crate::cache::SubscriptionCache;
 use crate::client::{AttemptKind, AttemptOutcome, DeliveryClient};
-use crate::log::{DeliveryLog, LogRecord};
+use crate::log::{DeliveryLog, LogRecord, Logged};
 
 /// What the delivery step needs.
 pub struct Deliverer {
@@ -72,20 +72,17 @@ impl Deliverer {
             .await;
             return;
         }
-        let j = job.v1().clone();
-        let settled = async {
-            match self.attempt(&j).await {
-                Ok(()) => msg.ack().await,
-                Err(e) => {
-                    warn!(error = %e, "could not record the outcome; requeueing the job");
-                    msg.nack(true).await
+        let j = job.v1();
+        let span = delivery_span(j);
+        match self.attempt(j).instrument(span.clone()).await {
+            Ok(logged) => self.log.ack_when_logged(msg, vec![logged]),
+            Err(e) => {
+                let _enter = span.enter();
+                warn!(error = %e, "could not record the outcome; requeueing the job");
+                if let Err(e) = msg.nack(true).await {
+                    warn!(error = %e, "could not settle job; the broker will redeliver it");
                 }
             }
-        }
-        .instrument(delivery_span(&j))
-        .await;
-        if let Err(e) = settled {
-            warn!(error = %e, delivery_id = %j.delivery_id, "could not settle job; the broker will redeliver it");
         }
     }
 
@@ -125,17 +122,21 @@ impl Deliverer {
     }
 
     /// The first attempt of a freshly fanned-out delivery, made by the fan-out step itself
-    /// (no second trip through the broker). Ok once the outcome is durable (delivered and
-    /// handed to the log, or its next attempt queued); on Err the caller queues the job on
-    /// `workflows.deliveries` instead, or leaves the event unacked.
+    /// (no second trip through the broker). Ok once the outcome is handed to the log (and
+    /// its next attempt queued, if any); the receipt says when the log has it. On Err the
+    /// caller queues the job on `workflows.deliveries` instead, or leaves the event unacked.
     ///
     /// # Errors
     /// When the next attempt or dead letter could not be published.
-    pub async fn deliver_first(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<()> {
+    pub async fn deliver_first(
+        &self,
+        j: &DeliveryJobV1,
+        sub: &Subscription,
+    ) -> anyhow::Result<Logged> {
         self.attempt_with(j, sub).instrument(delivery_span(j)).await
     }
 
-    async fn attempt(&self, j: &DeliveryJobV1) -> anyhow::Result<()> {
+    async fn attempt(&self, j: &DeliveryJobV1) -> anyhow::Result<Logged> {
         let Some(sub) = self.cache.webhook(&j.org_id, &j.webhook_id).await? else {
             // Deleted or deactivated since the event was fanned out: not sent.
             info!(
@@ -143,13 +144,14 @@ impl Deliverer {
                 "webhook deleted or inactive; dropping delivery"
             );
             metrics().deliveries.with_label_values(&["dropped"]).inc();
-            return Ok(());
+            return Ok(Logged::nothing());
         };
         self.attempt_with(j, &sub).await
     }
 
-    /// One attempt to an active webhook, and its outcome made durable.
-    async fn attempt_with(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<()> {
+    /// One attempt to an active webhook: its next step is queued on the broker (awaited)
+    /// and its record handed to the log (the receipt says when it is written).
+    async fn attempt_with(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<Logged> {
         let started_at = chrono::Utc::now();
         metrics().in_flight.inc();
         let (outcome, sent) = self.send(j, sub).await;
@@ -241,7 +243,8 @@ impl Deliverer {
             duration_ms = outcome.duration.as_millis() as u64,
             "delivery attempt"
         );
-        self.log
+        let logged = self
+            .log
             .record(LogRecord::Attempt(Box::new(AttemptRecord {
                 delivery_id: j.delivery_id.clone(),
                 org_id: j.org_id.clone(),
@@ -261,7 +264,7 @@ impl Deliverer {
                 },
             })))
             .await;
-        Ok(())
+        Ok(logged)
     }
 
     /// The retry tier after failed attempt `attempt`: the scheduled delay, shortened to

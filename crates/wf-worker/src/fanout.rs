@@ -17,7 +17,7 @@ use wf_store::{NewDelivery, NewPayload};
 use wf_telemetry::metrics;
 
 use crate::cache::SubscriptionCache;
-use crate::log::{DeliveryLog, LogRecord};
+use crate::log::{DeliveryLog, LogRecord, Logged};
 
 /// What the fan-out step needs.
 pub struct Fanout {
@@ -51,16 +51,16 @@ impl Fanout {
                 self.fan_out(&event).await
             }
         };
-        let acked = match result {
-            Ok(()) => msg.ack().await,
+        match result {
+            // Acked once the payload and every first attempt are in the log.
+            Ok(logged) => self.log.ack_when_logged(msg, logged),
             Err(e) => {
                 warn!(error = %e, "fan-out failed; requeueing the event");
-                msg.nack(true).await
+                if let Err(e) = msg.nack(true).await {
+                    // The channel went away; the broker redelivers the event (at least once).
+                    warn!(error = %e, "could not settle event message");
+                }
             }
-        };
-        if let Err(e) = acked {
-            // The channel went away; the broker redelivers the event (at least once).
-            warn!(error = %e, "could not settle event message");
         }
     }
 
@@ -69,7 +69,7 @@ impl Fanout {
         msg: &Incoming,
         reason: &'static str,
         detail: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Logged>> {
         metrics().events_rejected.with_label_values(&[reason]).inc();
         warn!(reason, detail, routing_key = %msg.routing_key, "rejecting invalid event");
         let mut headers = vec![
@@ -99,14 +99,16 @@ impl Fanout {
                 mandatory: true,
             })
             .await?;
-        Ok(())
+        Ok(Vec::new())
     }
 
-    async fn fan_out(&self, event: &Event) -> anyhow::Result<()> {
+    /// Fans `event` out and makes each first attempt; returns the receipts of everything
+    /// logged on the way, which the event's ack waits for.
+    async fn fan_out(&self, event: &Event) -> anyhow::Result<Vec<Logged>> {
         let subs = self.cache.for_event(&event.org_id, event.event).await?;
         if subs.is_empty() {
             debug!(event_id = %event.id, event = %event.event, "no subscribers");
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Serialised once per event: every webhook and every attempt sends these bytes.
         let body = String::from_utf8(event.payload()).expect("JSON is UTF-8");
@@ -128,16 +130,19 @@ impl Fanout {
             })
             .collect();
         // Logged first: the payload must exist for any later retry or replay. The log may
-        // lag; the deliveries never wait for it.
-        self.log
-            .record(LogRecord::Payload(NewPayload {
-                org_id: event.org_id.clone(),
-                event_id: event.id.clone(),
-                body,
-                event_ts_ms: event.timestamp.timestamp_millis(),
-                created_at: now,
-            }))
-            .await;
+        // lag; the deliveries never wait for it, only the event's ack does.
+        let mut logged = Vec::with_capacity(subs.len() + 1);
+        logged.push(
+            self.log
+                .record(LogRecord::Payload(NewPayload {
+                    org_id: event.org_id.clone(),
+                    event_id: event.id.clone(),
+                    body,
+                    event_ts_ms: event.timestamp.timestamp_millis(),
+                    created_at: now,
+                }))
+                .await,
+        );
         // First attempts straight from here: one broker pass per delivery on the happy
         // path. A delivery whose outcome could not be made durable is queued on
         // `workflows.deliveries` instead; only if that fails too is the event nacked (and
@@ -148,21 +153,23 @@ impl Fanout {
                 .map(|(sub, job)| self.deliverer.deliver_first(job.v1(), sub)),
         )
         .await;
-        let fallback: Vec<&DeliveryJob> = jobs
-            .iter()
-            .zip(outcomes)
-            .filter_map(|(job, r)| r.err().map(|e| (job, e)))
-            .map(|(job, e)| {
-                warn!(error = %e, delivery_id = %job.v1().delivery_id, "first attempt not recorded; queueing the delivery");
-                job
-            })
-            .collect();
+        let mut fallback: Vec<&DeliveryJob> = Vec::new();
+        for (job, outcome) in jobs.iter().zip(outcomes) {
+            match outcome {
+                Ok(l) => logged.push(l),
+                Err(e) => {
+                    warn!(error = %e, delivery_id = %job.v1().delivery_id, "first attempt not recorded; queueing the delivery");
+                    fallback.push(job);
+                }
+            }
+        }
         try_join_all(fallback.iter().map(|j| queue_delivery(&self.publisher, j)))
             .await
             .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
         for job in fallback {
             let j = job.v1();
-            self.log
+            let l = self
+                .log
                 .record(LogRecord::Delivery(NewDelivery {
                     id: j.delivery_id.clone(),
                     org_id: j.org_id.clone(),
@@ -172,8 +179,9 @@ impl Fanout {
                     created_at: now,
                 }))
                 .await;
+            logged.push(l);
         }
-        Ok(())
+        Ok(logged)
     }
 }
 

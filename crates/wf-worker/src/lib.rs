@@ -88,6 +88,7 @@ pub async fn run(
         Err(e) => cache::warn_no_feed(&e),
     }
     let (log, log_writer) = DeliveryLog::start(store.clone());
+    let pending_acks = log.pending_acks();
     tokio::spawn(prune_loop(
         store.clone(),
         config.delivery_log_retention,
@@ -141,10 +142,11 @@ pub async fn run(
     ));
 
     let grace = config.shutdown_grace;
+    let prefetch = prefetch_for(concurrency);
     let fanout_loop = consume_loop(
         broker.clone(),
         names::FANOUT_QUEUE,
-        concurrency,
+        prefetch,
         usize::from(concurrency),
         fanout_alive,
         shutdown.clone(),
@@ -154,27 +156,44 @@ pub async fn run(
     let deliver_loop = consume_loop(
         broker.clone(),
         names::DELIVERIES_QUEUE,
-        concurrency,
+        prefetch,
         usize::from(concurrency),
         deliver_alive,
         shutdown.clone(),
         grace,
         move |m| deliverer.clone().handle(m),
     );
-    info!(concurrency, "worker consuming");
+    info!(concurrency, prefetch, "worker consuming");
     let (a, b) = tokio::join!(fanout_loop, deliver_loop);
     let result = a.and(b);
 
-    // Every handler is done (or abandoned after the grace period): flush the log.
+    // Every handler is done (or abandoned after the grace period): flush the log, then
+    // send the acks that waited for it, before the connection closes.
     match tokio::time::timeout(Duration::from_secs(10), log_writer).await {
         Ok(_) => {}
         Err(_) => warn!("delivery log flush did not finish within 10 s"),
+    }
+    pending_acks.close();
+    if tokio::time::timeout(Duration::from_secs(5), pending_acks.wait())
+        .await
+        .is_err()
+    {
+        warn!("acks of logged messages did not finish within 5 s; the broker will redeliver them");
     }
     internal.cancel();
     let _ = ops.await;
     broker.close().await;
     info!("worker stopped");
     result
+}
+
+/// Messages a consumer may hold unacked for `concurrency` slots. A message stays unacked
+/// after its handler is done until the log has written its outcome (one batch: up to
+/// 20 ms of linger plus the write, longer than a loopback delivery takes), so each slot
+/// gets three more messages than it can work on: at full speed the slots never wait for
+/// the log, and a stalled log stops consumption at four times the concurrency.
+fn prefetch_for(concurrency: u16) -> u16 {
+    concurrency.saturating_mul(4)
 }
 
 /// Consumes `queue` until `shutdown`, running `handle` for each message on its own task,

@@ -5,12 +5,20 @@
 //! record bound sized for small records let a Postgres that fell behind for a few seconds
 //! grow the worker by tens of MiB (issue 5). Once the budget is spent, recording waits for
 //! the writer: the log applies back-pressure to the deliveries instead of growing the heap.
+//!
+//! Every record comes with a [`Logged`] receipt that resolves once its batch is committed.
+//! The consumers ack a message only after the receipts of everything it logged
+//! ([`DeliveryLog::ack_when_logged`]): a worker killed with records still buffered has its
+//! messages redelivered and the attempts made (and logged) again, so no outcome the
+//! broker forgot is missing from the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
+use wf_broker::Incoming;
 use wf_store::{AttemptRecord, NewDelivery, NewPayload, Store};
 use wf_telemetry::metrics;
 
@@ -62,11 +70,35 @@ impl LogRecord {
     }
 }
 
+/// What the writer task receives: a record, its budget bytes, and who waits for it.
+type Queued = (LogRecord, u32, oneshot::Sender<()>);
+
+/// Resolves once a record is in Postgres. It also resolves when the record never will
+/// be: Postgres refused its batch for what it is (logged and dropped, see [`flush`]) or
+/// the writer is gone; waiting longer would only redeliver the message to the same fate.
+#[must_use = "a message must not be acked before what it logged is durable"]
+pub struct Logged(Option<oneshot::Receiver<()>>);
+
+impl Logged {
+    /// A receipt for nothing: there was nothing to log.
+    pub fn nothing() -> Logged {
+        Logged(None)
+    }
+
+    /// Waits until the record is written.
+    pub async fn written(self) {
+        if let Some(rx) = self.0 {
+            let _ = rx.await;
+        }
+    }
+}
+
 /// Sending half; cheap to clone.
 #[derive(Clone)]
 pub struct DeliveryLog {
-    tx: mpsc::UnboundedSender<(LogRecord, u32)>,
+    tx: mpsc::UnboundedSender<Queued>,
     budget: Arc<Semaphore>,
+    acks: TaskTracker,
 }
 
 impl DeliveryLog {
@@ -76,11 +108,34 @@ impl DeliveryLog {
         let (tx, rx) = mpsc::unbounded_channel();
         let budget = Arc::new(Semaphore::new(BUDGET_BYTES));
         let handle = tokio::spawn(writer(store, rx, budget.clone()));
-        (DeliveryLog { tx, budget }, handle)
+        let acks = TaskTracker::new();
+        (DeliveryLog { tx, budget, acks }, handle)
+    }
+
+    /// The tasks [`DeliveryLog::ack_when_logged`] started. At shutdown, wait for them
+    /// (`close()` then `wait()`) after the writer has flushed and before the broker
+    /// connection closes, so their acks go out.
+    pub fn pending_acks(&self) -> TaskTracker {
+        self.acks.clone()
+    }
+
+    /// Acks `msg` once every receipt in `logged` has resolved, on a small task of its own:
+    /// the caller's slot is free for the next message meanwhile. If the ack cannot be
+    /// sent (the channel is gone) the broker redelivers the message: at least once.
+    pub fn ack_when_logged(&self, msg: Incoming, logged: Vec<Logged>) {
+        self.acks.spawn(async move {
+            for l in logged {
+                l.written().await;
+            }
+            if let Err(e) = msg.ack().await {
+                warn!(error = %e, "could not ack a message after logging it; the broker will redeliver it");
+            }
+        });
     }
 
     /// Buffers one record, first waiting until the bytes already buffered leave room.
-    pub async fn record(&self, rec: LogRecord) {
+    /// The receipt resolves once the record is written.
+    pub async fn record(&self, rec: LogRecord) -> Logged {
         let cost = u32::try_from(rec.cost()).unwrap_or(u32::MAX);
         let permit = match self.budget.try_acquire_many(cost) {
             Ok(permit) => Ok(permit),
@@ -98,23 +153,22 @@ impl DeliveryLog {
             Ok(permit) => permit.forget(),
             Err(_) => {
                 error!("delivery log budget closed; record lost");
-                return;
+                return Logged::nothing();
             }
         }
         metrics().delivery_log_pending.inc();
-        if self.tx.send((rec, cost)).is_err() {
+        let (done, logged) = oneshot::channel();
+        if self.tx.send((rec, cost, done)).is_err() {
             metrics().delivery_log_pending.dec();
             self.budget.add_permits(cost as usize);
             error!("delivery log writer has stopped; record lost");
+            return Logged::nothing();
         }
+        Logged(Some(logged))
     }
 }
 
-async fn writer(
-    store: Store,
-    mut rx: mpsc::UnboundedReceiver<(LogRecord, u32)>,
-    budget: Arc<Semaphore>,
-) {
+async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Queued>, budget: Arc<Semaphore>) {
     let mut batch = Batch::default();
     loop {
         let Some(first) = rx.recv().await else { break };
@@ -128,6 +182,9 @@ async fn writer(
         }
         flush(&store, &mut batch).await;
         budget.add_permits(std::mem::take(&mut batch.cost));
+        for done in batch.waiting.drain(..) {
+            let _ = done.send(());
+        }
     }
     info!("delivery log flushed");
 }
@@ -140,11 +197,14 @@ struct Batch {
     attempts: Vec<AttemptRecord>,
     /// Budget bytes held by the records in this batch.
     cost: usize,
+    /// The receipts of this batch's records, resolved once it is written.
+    waiting: Vec<oneshot::Sender<()>>,
 }
 
 impl Batch {
-    fn push(&mut self, (r, cost): (LogRecord, u32)) {
+    fn push(&mut self, (r, cost, done): Queued) {
         self.cost += cost as usize;
+        self.waiting.push(done);
         match r {
             LogRecord::Payload(x) => self.payloads.push(x),
             LogRecord::Delivery(x) => self.deliveries.push(x),
