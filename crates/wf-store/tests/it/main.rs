@@ -1112,6 +1112,10 @@ async fn change_feed_folds_overflow_and_odd_payloads_into_resync() {
     c.batch_execute("SELECT pg_notify('wf_webhooks', 'org_' || i) FROM generate_series(1, 1500) i")
         .await
         .unwrap();
+    // Nobody reads for a moment, so the feed takes all 1500 off its socket meanwhile.
+    // (Reading at once raced the feed under load: it could keep up, never overflow, and
+    // the Resync below never came.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let mut changed = 0;
     while let ChangeEvent::WebhookChanged(o) = next_change(&mut feed).await {
         changed += 1;
