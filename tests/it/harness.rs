@@ -90,6 +90,26 @@ impl Vhost {
     }
 }
 
+/// Unbinds `workflows.fanout` from `workflows.events` in `vhost`: every event publish is
+/// then unroutable (and, being mandatory, refused) until the topology is declared again,
+/// as when the broker lost its bindings. Returns the connection used; close it when done.
+pub async fn refuse_events(vhost: &Vhost) -> lapin::Connection {
+    let conn = lapin::Connection::connect(&vhost.url(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_unbind(
+            wf_broker::names::FANOUT_QUEUE.into(),
+            wf_broker::names::EVENTS_EXCHANGE.into(),
+            "#".into(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    conn
+}
+
 impl Drop for Vhost {
     fn drop(&mut self) {
         let _ = std::process::Command::new("rabbitmqctl")

@@ -7,6 +7,7 @@ mod harness;
 mod invalid;
 mod log;
 mod metrics;
+mod outbox;
 mod pipeline;
 mod process;
 mod retries;

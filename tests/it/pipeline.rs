@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wf_broker::{names, OutgoingMessage};
 
-use crate::harness::{seed_verify, standard_verify, Recorded, Stack};
+use crate::harness::{eventually, refuse_events, seed_verify, standard_verify, Recorded, Stack};
 
 fn assert_signed_delivery(r: &Recorded, secret: &str, event: &str, attempt: &str) {
     assert!(
@@ -181,6 +181,46 @@ async fn only_matching_active_webhooks_of_the_org_receive() {
         "other organisation received"
     );
     assert_eq!(stack.receiver.requests("/billing").len(), 1);
+}
+
+/// A management action while the broker refuses events (here: `workflows.fanout` unbound
+/// from `workflows.events`, so every event publish is unroutable): the action succeeds,
+/// its system event is parked instead of lost, and it arrives once the broker routes
+/// events again, published by the outbox relay.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_system_event_the_broker_refused_arrives_once_it_takes_events_again() {
+    let stack = Stack::start().await;
+    let (_, key) = stack.new_org().await;
+    stack
+        .webhook(&key, "/mgmt-later", &["webhook.created"])
+        .await;
+    stack.receiver.wait_for("/mgmt-later", 1).await;
+
+    let conn = refuse_events(&stack.vhost).await;
+    let (created, _) = stack.webhook(&key, "/y", &["alert.created"]).await;
+    eventually("the event parked", Duration::from_secs(10), || async {
+        (stack.store.parked_events().await.unwrap() == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.receiver.requests("/mgmt-later").len(), 1);
+
+    let broker = stack.broker().await;
+    broker
+        .declare_topology(&wf_broker::Topology::for_config(
+            &stack.config(wf_core::config::Role::Worker),
+        ))
+        .await
+        .unwrap();
+    let got = stack.receiver.wait_for("/mgmt-later", 2).await;
+    assert_eq!(got[1].header("x-workflows-event"), "webhook.created");
+    assert_eq!(got[1].json()["data"]["id"], created.as_str());
+    eventually("the outbox empty", Duration::from_secs(10), || async {
+        (stack.store.parked_events().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    broker.close().await;
+    let _ = conn.close(200, "done".into()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

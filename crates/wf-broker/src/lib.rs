@@ -30,7 +30,9 @@ pub use connection::{Broker, ConnectOptions, DEFAULT_FRAME_MAX};
 pub use consumer::{Consumer, Incoming};
 pub use error::{BrokerError, PublishError};
 pub use fields::HeaderValue;
-pub use publisher::{publish_event, queue_delivery, OutgoingMessage, Publisher, SOURCE_HEADER};
+pub use publisher::{
+    publish_event, publish_event_wire, queue_delivery, OutgoingMessage, Publisher, SOURCE_HEADER,
+};
 pub use topology::{Topology, DELIVERY_LIMIT};
 
 /// `tracing` filter directives every process using this crate should add to its log

@@ -76,13 +76,33 @@ pub async fn publish_event(
     event: &wf_core::envelope::Event,
     source: &str,
 ) -> Result<(), PublishError> {
-    let body = event.to_wire();
+    publish_event_wire(
+        publisher,
+        event.event.as_str(),
+        event.id.as_str(),
+        &event.to_wire(),
+        source,
+    )
+    .await
+}
+
+/// [`publish_event`] for an event already in its wire form (a parked system event).
+///
+/// # Errors
+/// As [`Publisher::publish`].
+pub async fn publish_event_wire(
+    publisher: &Publisher,
+    event_type: &str,
+    event_id: &str,
+    wire: &[u8],
+    source: &str,
+) -> Result<(), PublishError> {
     publisher
         .publish(OutgoingMessage {
             exchange: crate::names::EVENTS_EXCHANGE,
-            routing_key: event.event.as_str(),
-            body: &body,
-            message_id: Some(event.id.as_str()),
+            routing_key: event_type,
+            body: wire,
+            message_id: Some(event_id),
             headers: vec![(
                 SOURCE_HEADER.to_owned(),
                 HeaderValue::Str(source.to_owned()),

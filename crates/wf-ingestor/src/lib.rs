@@ -61,6 +61,11 @@ pub async fn run(
         .context("declaring the RabbitMQ topology")?;
     let publisher = broker.publisher().await.context("opening a publisher")?;
 
+    let relay = tokio::spawn(wf_outbox::relay(
+        store.clone(),
+        publisher.clone(),
+        shutdown.clone(),
+    ));
     let state = Arc::new(AppState {
         store: store.clone(),
         publisher,
@@ -97,6 +102,7 @@ pub async fn run(
     info!("ingestor drained, shutting down");
     shutdown.cancel();
     let _ = ops.await;
+    let _ = relay.await;
     broker.close().await;
     Ok(())
 }

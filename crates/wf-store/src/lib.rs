@@ -32,6 +32,7 @@ pub use error::StoreError;
 pub use feed::{listen_changes, ChangeEvent, ChangeFeed, CHANNEL};
 pub use migrate::migrate;
 pub use store::keys::API_KEY_PREFIX;
+pub use store::outbox::ParkedEvent;
 pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{

@@ -9,8 +9,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Counter, Encoder as _, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use wf_core::duration::{format_duration, RetrySchedule};
 use wf_core::events::EventType;
@@ -108,6 +108,12 @@ pub struct Metrics {
     pub delivery_log_wait_seconds: Counter,
     /// `wf_retries_scheduled_total{tier}`: retries queued, by delay (`5s`, `30s`, `2m`, …).
     pub retries_scheduled: IntCounterVec,
+    /// `wf_system_events_parked`: system events in the outbox, not yet confirmed by the
+    /// broker (the same figure from every process: aggregate with `max`).
+    pub system_events_parked: IntGauge,
+    /// `wf_system_events_deferred_total`: system events the broker did not take when they
+    /// were emitted, left parked for the relay.
+    pub system_events_deferred: IntCounter,
 }
 
 /// Buckets for one HTTP attempt: reach past the 10 s default delivery timeout (the
@@ -193,6 +199,13 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
 
 fn counter(r: &Registry, name: &str, help: &str) -> Counter {
     let c = Counter::new(name, help).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registers once");
+    c
+}
+
+fn int_counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric definition");
     r.register(Box::new(c.clone()))
         .expect("metric registers once");
     c
@@ -318,6 +331,18 @@ impl Metrics {
                 "wf_retries_scheduled_total",
                 "Retries queued, by delay tier of WF_RETRY_SCHEDULE (5s, 30s, 2m, ...).",
                 &["tier"],
+            ),
+            system_events_parked: gauge(
+                r,
+                "wf_system_events_parked",
+                "System events (webhook.created, webhook.disabled, ...) parked in the outbox, \
+                 not yet confirmed by the broker; the same figure from every process.",
+            ),
+            system_events_deferred: int_counter(
+                r,
+                "wf_system_events_deferred_total",
+                "System events the broker did not take when emitted, left parked for the \
+                 outbox relay to publish.",
             ),
         };
         for source in labels::SOURCES {

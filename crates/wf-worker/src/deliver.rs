@@ -354,8 +354,12 @@ impl Deliverer {
                     }
                     .to_json(),
                 };
-                if let Err(e) = wf_broker::publish_event(&self.publisher, &ev, "system").await {
-                    warn!(error = %e, "could not emit webhook.disabled");
+                if let Err(e) = wf_outbox::emit(&self.store, &self.publisher, &ev, "system").await {
+                    metrics()
+                        .events_rejected
+                        .with_label_values(&["publish_failed"])
+                        .inc();
+                    warn!(error = %e, "could not emit webhook.disabled: the outbox is unavailable");
                 }
             }
             Ok(None) => {}

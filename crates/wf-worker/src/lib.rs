@@ -89,6 +89,11 @@ pub async fn run(
     }
     let (log, log_writer) = DeliveryLog::start(store.clone());
     let pending_acks = log.pending_acks();
+    tokio::spawn(wf_outbox::relay(
+        store.clone(),
+        publisher.clone(),
+        internal.clone(),
+    ));
     tokio::spawn(prune_loop(
         store.clone(),
         config.delivery_log_retention,

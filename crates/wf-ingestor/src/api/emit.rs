@@ -29,8 +29,10 @@ pub async fn publish(state: &AppState, event: &Event) -> Result<(), PublishError
     res
 }
 
-/// Emits a system event for `org`. A failure is logged and counted but does not fail the
-/// management action that caused it: that action is already committed.
+/// Emits a system event for `org` through the outbox ([`wf_outbox::emit`]): when the
+/// broker does not take it now, a relay publishes it later. It does not fail the
+/// management action that caused it (that action is already committed); an event that
+/// could not even be parked is logged and counted as `publish_failed`.
 pub async fn system_event(
     state: &AppState,
     org: &OrgId,
@@ -44,17 +46,11 @@ pub async fn system_event(
         timestamp: wf_core::time::now_ms(),
         data,
     };
-    match publish(state, &ev).await {
-        Ok(()) => metrics()
-            .events_ingested
-            .with_label_values(&["http", event.as_str()])
-            .inc(),
-        Err(e) => {
-            metrics()
-                .events_rejected
-                .with_label_values(&["publish_failed"])
-                .inc();
-            error!(error = %e, event = event.as_str(), event_id = %ev.id, "could not emit system event");
-        }
+    if let Err(e) = wf_outbox::emit(&state.store, &state.publisher, &ev, "http").await {
+        metrics()
+            .events_rejected
+            .with_label_values(&["publish_failed"])
+            .inc();
+        error!(error = %e, event = event.as_str(), event_id = %ev.id, "could not emit system event: the outbox is unavailable");
     }
 }

@@ -18,6 +18,7 @@ use crate::StoreError;
 mod deliveries;
 mod events;
 pub(crate) mod keys;
+pub(crate) mod outbox;
 pub(crate) mod replay;
 mod webhooks;
 
