@@ -194,11 +194,13 @@ pub async fn run(
 
 /// Messages a consumer may hold unacked for `concurrency` slots. A message stays unacked
 /// after its handler is done until the log has written its outcome (one batch: up to
-/// 20 ms of linger plus the write, longer than a loopback delivery takes), so each slot
-/// gets three more messages than it can work on: at full speed the slots never wait for
-/// the log, and a stalled log stops consumption at four times the concurrency.
+/// 20 ms of linger plus the write), so each slot gets one more message than it works on.
+/// Twice the concurrency delivered as fast as four times on the loopback bench (where the
+/// log wait is longest relative to a delivery), and it leaves fewer unstarted messages
+/// sitting in a worker whose slots are all busy with slow endpoints, where another
+/// worker could take them. A stalled log stops consumption at twice the concurrency.
 fn prefetch_for(concurrency: u16) -> u16 {
-    concurrency.saturating_mul(4)
+    concurrency.saturating_mul(2)
 }
 
 /// Consumes `queue` until `shutdown`, running `handle` for each message on its own task,
