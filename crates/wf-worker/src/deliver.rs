@@ -77,11 +77,14 @@ impl Deliverer {
         match self.attempt(j).instrument(span.clone()).await {
             Ok(logged) => self.log.ack_when_logged(msg, vec![logged]),
             Err(e) => {
-                let _enter = span.enter();
-                warn!(error = %e, "could not record the outcome; requeueing the job");
-                if let Err(e) = msg.nack(true).await {
-                    warn!(error = %e, "could not settle job; the broker will redeliver it");
+                async {
+                    warn!(error = %e, "could not record the outcome; requeueing the job");
+                    if let Err(e) = msg.nack(true).await {
+                        warn!(error = %e, "could not settle job; the broker will redeliver it");
+                    }
                 }
+                .instrument(span)
+                .await
             }
         }
     }
