@@ -310,6 +310,32 @@ async fn deliveries(api: SocketAddr, key: &str, webhook: &str, status: &str) -> 
     }
 }
 
+/// Waits (60 s at most) until the delivery log lists `n` deliveries of `webhook` as
+/// delivered; returns the receiver's requests on `path`, after checking that they carry
+/// exactly `n` distinct `X-WorkFlows-Delivery` ids.
+async fn all_logged_delivered(
+    d: &Deployment,
+    api: SocketAddr,
+    key: &str,
+    webhook: &str,
+    path: &str,
+    n: usize,
+) -> Vec<crate::harness::Recorded> {
+    eventually(
+        &format!("{n} deliveries logged as delivered"),
+        Duration::from_secs(60),
+        || async { (deliveries(api, key, webhook, "delivered").await.len() == n).then_some(()) },
+    )
+    .await;
+    let got = d.receiver.requests(path);
+    let ids: HashSet<&str> = got
+        .iter()
+        .map(|r| r.header("x-workflows-delivery"))
+        .collect();
+    assert_eq!(ids.len(), n, "distinct X-WorkFlows-Delivery ids");
+    got
+}
+
 // ------------------------------------------------------------------ Prometheus text format
 
 /// One scrape: samples keyed by `name` and sorted labels, and the `# TYPE` of each family.
@@ -585,23 +611,7 @@ async fn sigkill_with_the_log_stalled_loses_no_log_record() {
     locker.batch_execute("ROLLBACK").await.unwrap();
 
     let mut worker = d.start(WORKER).await;
-    eventually(
-        "every delivery logged as delivered after the restart",
-        Duration::from_secs(60),
-        || async {
-            let n = deliveries(ingestor.api, &key, &webhook, "delivered")
-                .await
-                .len();
-            (n == EVENTS).then_some(())
-        },
-    )
-    .await;
-    let got = d.receiver.requests("/stalled-log");
-    let ids: HashSet<&str> = got
-        .iter()
-        .map(|r| r.header("x-workflows-delivery"))
-        .collect();
-    assert_eq!(ids.len(), EVENTS, "distinct X-WorkFlows-Delivery ids");
+    let got = all_logged_delivered(&d, ingestor.api, &key, &webhook, "/stalled-log", EVENTS).await;
     assert!(
         got.len() >= before_restart + EVENTS,
         "every event is delivered again after the restart (it was never acked): \
@@ -640,22 +650,7 @@ async fn sigterm_hands_back_deliveries_slower_than_the_grace() {
     println!("worker exited 0 {took:?} after SIGTERM with {EVENTS} deliveries in flight");
 
     let mut worker = d.start(WORKER).await;
-    let api = ingestor.api;
-    eventually(
-        "every handed-back delivery made again and logged",
-        Duration::from_secs(60),
-        || async {
-            let n = deliveries(api, &key, &webhook, "delivered").await.len();
-            (n == EVENTS).then_some(())
-        },
-    )
-    .await;
-    let seen = d.receiver.requests("/slower");
-    let ids: HashSet<&str> = seen
-        .iter()
-        .map(|r| r.header("x-workflows-delivery"))
-        .collect();
-    assert_eq!(ids.len(), EVENTS, "distinct X-WorkFlows-Delivery ids");
+    let seen = all_logged_delivered(&d, ingestor.api, &key, &webhook, "/slower", EVENTS).await;
     assert!(
         seen.len() >= 2 * EVENTS,
         "every delivery abandoned at shutdown is sent again: {} requests",
