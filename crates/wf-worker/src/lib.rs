@@ -241,7 +241,10 @@ where
             m = consumer.next() => m,
         };
         let Some(msg) = msg else { break };
-        let fut = handle(msg);
+        // Boxed: a handler's future is ~5 KiB (the HTTP client's futures live inside it),
+        // and tokio moves a task's future and its stages by value; a profile showed those
+        // copies as most of the worker's memmove.
+        let fut = Box::pin(handle(msg));
         tasks.spawn(async move {
             fut.await;
             drop(permit);
