@@ -1,4 +1,4 @@
-//! The system-event outbox (`wf-outbox`) against the real Postgres and RabbitMQ: an event
+//! The system-event outbox (`wf_service::outbox`) against the real Postgres and RabbitMQ: an event
 //! the broker takes is published and leaves nothing behind; one it refuses stays parked,
 //! and the relay publishes it once the broker takes events again.
 
@@ -10,7 +10,7 @@ use wf_core::config::QueueType;
 use wf_core::envelope::Event;
 use wf_core::events::EventType;
 use wf_core::ids::{EventId, OrgId};
-use wf_outbox::{emit, relay_once, Emitted};
+use wf_service::outbox::{emit, relay_once, Emitted};
 use wf_store::Store;
 
 use crate::harness::{refuse_events, Database, Vhost};

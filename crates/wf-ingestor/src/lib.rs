@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wf_broker::{Broker, Publisher, Topology};
+use wf_broker::Publisher;
 use wf_core::config::Config;
 use wf_store::Store;
 
@@ -46,22 +46,13 @@ pub async fn run(
         warn!("{w}");
     }
     let config = Arc::new(config);
-    wf_store::migrate(&config.database_url)
-        .await
-        .context("applying database migrations")?;
-    let store = Store::connect(&config.database_url, config.secret_key, DB_POOL_SIZE)
-        .await
-        .context("connecting to Postgres")?;
-    let broker = Broker::connect(&config.amqp_url)
-        .await
-        .context("connecting to RabbitMQ")?;
-    broker
-        .declare_topology(&Topology::for_config(&config))
-        .await
-        .context("declaring the RabbitMQ topology")?;
-    let publisher = broker.publisher().await.context("opening a publisher")?;
+    let wf_service::Backends {
+        store,
+        broker,
+        publisher,
+    } = wf_service::connect(&config, DB_POOL_SIZE).await?;
 
-    let relay = tokio::spawn(wf_outbox::relay(
+    let relay = tokio::spawn(wf_service::outbox::relay(
         store.clone(),
         publisher.clone(),
         shutdown.clone(),

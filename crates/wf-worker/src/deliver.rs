@@ -357,7 +357,9 @@ impl Deliverer {
                     }
                     .to_json(),
                 };
-                if let Err(e) = wf_outbox::emit(&self.store, &self.publisher, &ev, "system").await {
+                if let Err(e) =
+                    wf_service::outbox::emit(&self.store, &self.publisher, &ev, "system").await
+                {
                     metrics()
                         .events_rejected
                         .with_label_values(&["publish_failed"])

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use wf_broker::{names, Broker, Incoming, Topology};
+use wf_broker::{names, Broker, Incoming};
 use wf_core::config::Config;
 use wf_store::Store;
 
@@ -38,6 +38,10 @@ use crate::log::DeliveryLog;
 /// receiver to take a worker's full throughput over keep-alive connections, few enough
 /// that one slow endpoint cannot occupy every worker slot.
 const PER_ENDPOINT_CONCURRENCY: usize = 64;
+
+/// Postgres connections per worker: the log writer, the subscription cache's loads and
+/// the disable-on-410 path; the pool hands out the most recently used first.
+const DB_POOL_SIZE: usize = 16;
 
 /// Runs a worker until `shutdown` is cancelled, then drains: stops consuming, lets
 /// in-flight deliveries finish within `WF_SHUTDOWN_GRACE`, hands back the rest (the
@@ -64,20 +68,11 @@ pub async fn run(
         max_idle_per_host: usize::from(concurrency).min(512),
     })
     .context("building the delivery HTTP client")?;
-    wf_store::migrate(&config.database_url)
-        .await
-        .context("applying database migrations")?;
-    let store = Store::connect(&config.database_url, config.secret_key, 16)
-        .await
-        .context("connecting to Postgres")?;
-    let broker = Broker::connect(&config.amqp_url)
-        .await
-        .context("connecting to RabbitMQ")?;
-    broker
-        .declare_topology(&Topology::for_config(&config))
-        .await
-        .context("declaring the RabbitMQ topology")?;
-    let publisher = broker.publisher().await.context("opening a publisher")?;
+    let wf_service::Backends {
+        store,
+        broker,
+        publisher,
+    } = wf_service::connect(&config, DB_POOL_SIZE).await?;
 
     let internal = CancellationToken::new();
     let cache = SubscriptionCache::new(store.clone());
@@ -89,7 +84,7 @@ pub async fn run(
     }
     let (log, log_writer) = DeliveryLog::start(store.clone());
     let pending_acks = log.pending_acks();
-    tokio::spawn(wf_outbox::relay(
+    tokio::spawn(wf_service::outbox::relay(
         store.clone(),
         publisher.clone(),
         internal.clone(),

@@ -29,7 +29,7 @@ pub async fn publish(state: &AppState, event: &Event) -> Result<(), PublishError
     res
 }
 
-/// Emits a system event for `org` through the outbox ([`wf_outbox::emit`]): when the
+/// Emits a system event for `org` through the outbox ([`wf_service::outbox::emit`]): when the
 /// broker does not take it now, a relay publishes it later. It does not fail the
 /// management action that caused it (that action is already committed); an event that
 /// could not even be parked is logged and counted as `publish_failed`.
@@ -46,7 +46,7 @@ pub async fn system_event(
         timestamp: wf_core::time::now_ms(),
         data,
     };
-    if let Err(e) = wf_outbox::emit(&state.store, &state.publisher, &ev, "http").await {
+    if let Err(e) = wf_service::outbox::emit(&state.store, &state.publisher, &ev, "http").await {
         metrics()
             .events_rejected
             .with_label_values(&["publish_failed"])

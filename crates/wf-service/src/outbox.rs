@@ -13,8 +13,6 @@
 //! What is not covered: an event whose management action committed but that could not
 //! even be parked (Postgres failed between the two statements) is logged and counted in
 //! `wf_events_rejected_total{reason="publish_failed"}`.
-#![forbid(unsafe_code)]
-
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
