@@ -68,7 +68,7 @@ async fn an_event_the_broker_takes_is_published_and_not_left_parked() {
     let publisher = s.broker.publisher().await.unwrap();
     let ev = event();
 
-    let emitted = emit(&s.store, &publisher, &ev, "system").await.unwrap();
+    let emitted = emit(&s.store, &publisher, &ev, "system").await;
     assert_eq!(emitted, Emitted::Published);
     let (id, body) = fanned_out(&s.broker).await.expect("published");
     assert_eq!(id, ev.id.as_str());
@@ -76,6 +76,29 @@ async fn an_event_the_broker_takes_is_published_and_not_left_parked() {
     assert_eq!(s.store.parked_events().await.unwrap(), 0);
     // Nothing for a relay to do.
     assert_eq!(relay_once(&s.store, &publisher).await, 0);
+    assert!(fanned_out(&s.broker).await.is_none());
+    s.broker.close().await;
+}
+
+/// Postgres unavailable (here: the pool closed): the event cannot even be parked. `emit`
+/// says so (`Lost`), counts it as `publish_failed`, and publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_cannot_be_parked_is_reported_lost_and_not_published() {
+    let s = setup().await;
+    let publisher = s.broker.publisher().await.unwrap();
+    let failed = || {
+        wf_telemetry::metrics()
+            .events_rejected
+            .with_label_values(&["publish_failed"])
+            .get()
+    };
+    let before = failed();
+    s.store.close();
+    assert_eq!(
+        emit(&s.store, &publisher, &event(), "system").await,
+        Emitted::Lost
+    );
+    assert!(failed() > before);
     assert!(fanned_out(&s.broker).await.is_none());
     s.broker.close().await;
 }
@@ -91,7 +114,7 @@ async fn an_event_the_broker_refuses_is_parked_and_the_relay_publishes_it_later(
 
     let deferred_before = wf_telemetry::metrics().system_events_deferred.get();
     let ev = event();
-    let emitted = emit(&s.store, &publisher, &ev, "system").await.unwrap();
+    let emitted = emit(&s.store, &publisher, &ev, "system").await;
     assert_eq!(emitted, Emitted::Parked);
     assert_eq!(s.store.parked_events().await.unwrap(), 1);
     assert!(wf_telemetry::metrics().system_events_deferred.get() > deferred_before);

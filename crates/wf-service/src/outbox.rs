@@ -11,15 +11,15 @@
 //! webhook (at least once, as everywhere).
 //!
 //! What is not covered: an event whose management action committed but that could not
-//! even be parked (Postgres failed between the two statements) is logged and counted in
-//! `wf_events_rejected_total{reason="publish_failed"}`.
+//! even be parked (Postgres failed between the two statements) is lost; [`emit`] logs it
+//! and counts it in `wf_events_rejected_total{reason="publish_failed"}`.
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use wf_broker::{publish_event_wire, Publisher};
 use wf_core::envelope::Event;
-use wf_store::{ParkedEvent, Store, StoreError};
+use wf_store::{ParkedEvent, Store};
 use wf_telemetry::metrics;
 
 /// How long an emitter has to publish its event itself before a relay may.
@@ -40,21 +40,17 @@ pub enum Emitted {
     Published,
     /// The broker did not take it; it is parked and a relay publishes it.
     Parked,
+    /// It could not even be parked (Postgres unavailable): lost, logged and counted in
+    /// `wf_events_rejected_total{reason="publish_failed"}`. The management action that
+    /// caused it stands: it was committed before.
+    Lost,
 }
 
-/// Emits a system event published with `x-wf-source: source`.
-///
-/// # Errors
-/// Only when the event could not be parked (Postgres unavailable): it is then lost, and
-/// the caller should say so.
-pub async fn emit(
-    store: &Store,
-    publisher: &Publisher,
-    event: &Event,
-    source: &str,
-) -> Result<Emitted, StoreError> {
+/// Emits a system event published with `x-wf-source: source`. Never fails the caller:
+/// every outcome is handled (and a lost event reported) here.
+pub async fn emit(store: &Store, publisher: &Publisher, event: &Event, source: &str) -> Emitted {
     let body = String::from_utf8(event.to_wire()).expect("JSON is UTF-8");
-    let id = store
+    let parked = store
         .park_event(
             &event.org_id,
             &event.id,
@@ -63,7 +59,18 @@ pub async fn emit(
             source,
             EMIT_WINDOW,
         )
-        .await?;
+        .await;
+    let id = match parked {
+        Ok(id) => id,
+        Err(e) => {
+            metrics()
+                .events_rejected
+                .with_label_values(&["publish_failed"])
+                .inc();
+            error!(error = %e, event = event.event.as_str(), event_id = %event.id, "could not emit system event: the outbox is unavailable");
+            return Emitted::Lost;
+        }
+    };
     let published = publish_event_wire(
         publisher,
         event.event.as_str(),
@@ -78,7 +85,7 @@ pub async fn emit(
             if let Err(e) = store.unpark_event(id).await {
                 warn!(error = %e, event_id = %event.id, "system event published but still parked; a relay will publish it again");
             }
-            Ok(Emitted::Published)
+            Emitted::Published
         }
         Err(e) => {
             metrics().system_events_deferred.inc();
@@ -86,7 +93,7 @@ pub async fn emit(
             if let Err(e) = store.reschedule_parked(&[id], Duration::ZERO).await {
                 warn!(error = %e, event_id = %event.id, "could not mark the parked event due; the relay takes it in {EMIT_WINDOW:?}");
             }
-            Ok(Emitted::Parked)
+            Emitted::Parked
         }
     }
 }

@@ -357,15 +357,7 @@ impl Deliverer {
                     }
                     .to_json(),
                 };
-                if let Err(e) =
-                    wf_service::outbox::emit(&self.store, &self.publisher, &ev, "system").await
-                {
-                    metrics()
-                        .events_rejected
-                        .with_label_values(&["publish_failed"])
-                        .inc();
-                    warn!(error = %e, "could not emit webhook.disabled: the outbox is unavailable");
-                }
+                wf_service::outbox::emit(&self.store, &self.publisher, &ev, "system").await;
             }
             Ok(None) => {}
             Err(e) => warn!(error = %e, "could not disable webhook after 410 Gone"),

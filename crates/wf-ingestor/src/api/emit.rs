@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use serde_json::{Map, Value};
-use tracing::error;
 use wf_broker::PublishError;
 use wf_core::envelope::Event;
 use wf_core::events::EventType;
@@ -31,8 +30,7 @@ pub async fn publish(state: &AppState, event: &Event) -> Result<(), PublishError
 
 /// Emits a system event for `org` through the outbox ([`wf_service::outbox::emit`]): when the
 /// broker does not take it now, a relay publishes it later. It does not fail the
-/// management action that caused it (that action is already committed); an event that
-/// could not even be parked is logged and counted as `publish_failed`.
+/// management action that caused it (that action is already committed).
 pub async fn system_event(
     state: &AppState,
     org: &OrgId,
@@ -46,11 +44,5 @@ pub async fn system_event(
         timestamp: wf_core::time::now_ms(),
         data,
     };
-    if let Err(e) = wf_service::outbox::emit(&state.store, &state.publisher, &ev, "http").await {
-        metrics()
-            .events_rejected
-            .with_label_values(&["publish_failed"])
-            .inc();
-        error!(error = %e, event = event.as_str(), event_id = %ev.id, "could not emit system event: the outbox is unavailable");
-    }
+    wf_service::outbox::emit(&state.store, &state.publisher, &ev, "http").await;
 }
