@@ -17,6 +17,13 @@ fn unacked(vhost: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Waits until the broker holds nothing unacked on the deliveries queue, then checks the
+/// queue is empty too: every message was acked, none requeued.
+async fn all_acked(broker: &Broker, vhost: &str, what: &str) {
+    eventually(what, WAIT, || async { unacked(vhost) == 0 }).await;
+    assert_eq!(depth(broker, names::DELIVERIES_QUEUE).await, 0);
+}
+
 async fn setup(url: &str, name: &str, n: usize) -> (Broker, wf_broker::Consumer, Vec<Incoming>) {
     let broker = connect_with_topology(url, name).await;
     let publisher = broker.publisher().await.unwrap();
@@ -63,11 +70,7 @@ async fn out_of_order_acks_are_neither_held_behind_a_slow_delivery_nor_rejected(
     })
     .await;
     oldest.ack().await.unwrap();
-    eventually("everything acked", WAIT, || async {
-        unacked(&vhost.name) == 0
-    })
-    .await;
-    assert_eq!(depth(&broker, names::DELIVERIES_QUEUE).await, 0);
+    all_acked(&broker, &vhost.name, "everything acked").await;
 
     // In-order acks (the common case) are covered by multiple-acks; still all settled.
     let publisher = broker.publisher().await.unwrap();
@@ -84,11 +87,7 @@ async fn out_of_order_acks_are_neither_held_behind_a_slow_delivery_nor_rejected(
     assert!(!a.redelivered, "the channel survived: nothing was requeued");
     a.ack().await.unwrap();
     b.ack().await.unwrap();
-    eventually("the late ones acked", WAIT, || async {
-        unacked(&vhost.name) == 0
-    })
-    .await;
-    assert_eq!(depth(&broker, names::DELIVERIES_QUEUE).await, 0);
+    all_acked(&broker, &vhost.name, "the late ones acked").await;
     broker.close().await;
 }
 
@@ -109,11 +108,7 @@ async fn a_dropped_delivery_is_requeued_and_does_not_block_later_acks() {
     assert_eq!(again.body, b"0");
     assert!(again.redelivered);
     again.ack().await.unwrap();
-    eventually("everything acked", WAIT, || async {
-        unacked(&vhost.name) == 0
-    })
-    .await;
-    assert_eq!(depth(&broker, names::DELIVERIES_QUEUE).await, 0);
+    all_acked(&broker, &vhost.name, "everything acked").await;
     broker.close().await;
 }
 
