@@ -1,6 +1,6 @@
 //! Pure domain of the WorkFlows outbound-webhook system: the event catalog, the payload
 //! envelope, typed ids, signing, the URL/IP policy, durations and retry schedules, the
-//! configuration, and the versioned queue-message types.
+//! configuration, the versioned queue-message types and what follows a delivery attempt.
 //!
 //! Nothing here does I/O. Every fallible function fails only by returning a parse error,
 //! so the rest of the system can build on values that are valid by construction.
@@ -11,6 +11,7 @@ pub mod duration;
 pub mod envelope;
 pub mod events;
 pub mod ids;
+pub mod lifecycle;
 pub mod messages;
 pub mod signing;
 pub mod time;

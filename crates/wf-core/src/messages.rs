@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::envelope::Event;
 use crate::events::EventType;
 use crate::ids::{DeliveryId, EventId, OrgId, WebhookId};
 
@@ -39,7 +40,74 @@ pub struct DeliveryJobV1 {
     pub body: String,
 }
 
+/// A delivery as the delivery log knows it: enough to queue it again (a manual retry, a
+/// replay of dead deliveries, `wfctl dlq replay` of a delivery whose message is gone).
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedDelivery<'a> {
+    pub delivery_id: &'a DeliveryId,
+    pub webhook_id: &'a WebhookId,
+    pub org_id: &'a OrgId,
+    pub event_id: &'a EventId,
+    pub event: EventType,
+    pub event_ts_ms: i64,
+    /// The payload stored at fan-out.
+    pub body: &'a str,
+    /// The highest attempt recorded so far (0 when none was).
+    pub attempts: u32,
+}
+
 impl DeliveryJob {
+    /// The first attempt of `event`'s delivery to `webhook_id`, as fan-out makes it. The
+    /// delivery id is derived from (org, event, webhook), so fanning an event out twice
+    /// yields the same ids.
+    pub fn first(event: &Event, webhook_id: &WebhookId, body: String) -> DeliveryJob {
+        DeliveryJob::V1(DeliveryJobV1 {
+            delivery_id: DeliveryId::derive(&event.org_id, &event.id, webhook_id),
+            webhook_id: webhook_id.clone(),
+            org_id: event.org_id.clone(),
+            event_id: event.id.clone(),
+            event: event.event,
+            event_ts_ms: event.timestamp.timestamp_millis(),
+            attempt: 1,
+            retry_base: 0,
+            body,
+        })
+    }
+
+    /// A logged delivery queued again now: the same id and payload, the attempt after the
+    /// last one recorded, and the whole retry schedule again (counted from here).
+    pub fn requeued_from_log(d: LoggedDelivery<'_>) -> DeliveryJob {
+        DeliveryJob::V1(DeliveryJobV1 {
+            delivery_id: d.delivery_id.clone(),
+            webhook_id: d.webhook_id.clone(),
+            org_id: d.org_id.clone(),
+            event_id: d.event_id.clone(),
+            event: d.event,
+            event_ts_ms: d.event_ts_ms,
+            attempt: d.attempts + 1,
+            retry_base: d.attempts,
+            body: d.body.to_owned(),
+        })
+    }
+
+    /// This job queued again now (from the dead-letter queue) after `attempts` attempts
+    /// (the larger of what the log and the message know): the attempt after them, and
+    /// the whole retry schedule again.
+    pub fn requeued(&self, attempts: u32) -> DeliveryJob {
+        let mut next = self.v1().clone();
+        let attempts = attempts.max(next.attempt);
+        next.attempt = attempts + 1;
+        next.retry_base = attempts;
+        DeliveryJob::V1(next)
+    }
+
+    /// The job's next attempt, after this one failed: what goes on a retry tier.
+    pub fn next_attempt(&self) -> DeliveryJob {
+        let mut next = self.v1().clone();
+        next.attempt += 1;
+        DeliveryJob::V1(next)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("serialising a job cannot fail")
     }
@@ -54,6 +122,14 @@ impl DeliveryJob {
         match self {
             DeliveryJob::V1(j) => j,
         }
+    }
+}
+
+impl DeliveryJobV1 {
+    /// Which retry of the current schedule this attempt is (1 for the first attempt, or
+    /// the first after a replay): the schedule restarts at every replay (`retry_base`).
+    pub fn retry_number(&self) -> u32 {
+        self.attempt.saturating_sub(self.retry_base).max(1)
     }
 }
 
@@ -82,5 +158,85 @@ mod tests {
         // A job written before `retryBase` existed still decodes, with 0.
         let old = br#"{"v":"1","deliveryId":"dlv_a","webhookId":"whk_a","orgId":"o","eventId":"e","event":"alert.created","eventTsMs":1,"attempt":2,"body":"{}"}"#;
         assert_eq!(DeliveryJob::decode(old).unwrap().v1().retry_base, 0);
+    }
+
+    fn event() -> Event {
+        Event::from_amqp(
+            br#"{"id":"evt_t","event":"alert.created","orgId":"org_t","timestamp":"2026-05-19T12:00:00.000Z","data":{}}"#,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn first_attempt_of_a_fanned_out_delivery() {
+        let ev = event();
+        let webhook = WebhookId::parse("whk_t").unwrap();
+        let job = DeliveryJob::first(&ev, &webhook, "{}".into());
+        let j = job.v1();
+        assert_eq!(
+            j.delivery_id,
+            DeliveryId::derive(&ev.org_id, &ev.id, &webhook)
+        );
+        assert_eq!((j.attempt, j.retry_base, j.retry_number()), (1, 0, 1));
+        assert_eq!(j.event_ts_ms, ev.timestamp.timestamp_millis());
+        assert_eq!(j.org_id, ev.org_id);
+        assert_eq!(j.event_id, ev.id);
+        // Fanning the same event out again gives the same job.
+        assert_eq!(DeliveryJob::first(&ev, &webhook, "{}".into()), job);
+    }
+
+    #[test]
+    fn next_attempt_counts_up_within_the_schedule() {
+        let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into());
+        let second = job.next_attempt();
+        assert_eq!((second.v1().attempt, second.v1().retry_base), (2, 0));
+        assert_eq!(second.v1().retry_number(), 2);
+        let third = second.next_attempt();
+        assert_eq!(third.v1().retry_number(), 3);
+        assert_eq!(third.v1().delivery_id, job.v1().delivery_id);
+        assert_eq!(third.v1().body, job.v1().body);
+    }
+
+    #[test]
+    fn requeued_jobs_number_after_the_last_attempt_and_restart_the_schedule() {
+        let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into())
+            .next_attempt()
+            .next_attempt();
+        // The log knows of more attempts than the message: count from the log.
+        let r = job.requeued(5);
+        assert_eq!(
+            (r.v1().attempt, r.v1().retry_base, r.v1().retry_number()),
+            (6, 5, 1)
+        );
+        // The message knows of more (its last attempt never reached the log).
+        let r = job.requeued(1);
+        assert_eq!((r.v1().attempt, r.v1().retry_base), (4, 3));
+        assert_eq!(r.v1().delivery_id, job.v1().delivery_id);
+
+        let j = job.v1();
+        let logged = LoggedDelivery {
+            delivery_id: &j.delivery_id,
+            webhook_id: &j.webhook_id,
+            org_id: &j.org_id,
+            event_id: &j.event_id,
+            event: j.event,
+            event_ts_ms: j.event_ts_ms,
+            body: &j.body,
+            attempts: 7,
+        };
+        let from_log = DeliveryJob::requeued_from_log(logged);
+        let f = from_log.v1();
+        assert_eq!((f.attempt, f.retry_base, f.retry_number()), (8, 7, 1));
+        assert_eq!(
+            (&f.delivery_id, &f.body, f.event_ts_ms),
+            (&j.delivery_id, &j.body, j.event_ts_ms)
+        );
+        // Never attempted (its first attempt was never recorded): attempt 1.
+        let fresh = DeliveryJob::requeued_from_log(LoggedDelivery {
+            attempts: 0,
+            ..logged
+        });
+        assert_eq!((fresh.v1().attempt, fresh.v1().retry_base), (1, 0));
     }
 }
