@@ -378,6 +378,16 @@ impl Incoming {
             _ => None,
         }
     }
+
+    /// Whether the broker has redelivered this message so often that one more failure
+    /// to settle it would make the queue dead-letter it (quorum queues count deliveries
+    /// in `x-delivery-count` up to [`crate::DELIVERY_LIMIT`]). The consumer of such a
+    /// message dead-letters it with a reason instead of trying it once more: it has
+    /// killed or stalled every worker that took it.
+    pub fn redelivery_limit_reached(&self) -> bool {
+        self.delivery_count()
+            .is_some_and(|n| n >= crate::DELIVERY_LIMIT - 1)
+    }
 }
 
 const CHANNEL_CLOSED: &str = "its channel is closed; the broker will redeliver it";

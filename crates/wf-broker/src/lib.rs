@@ -1,10 +1,11 @@
 //! RabbitMQ for the WorkFlows webhook system: one reconnecting AMQP connection, the
-//! topology of SPEC §6, a publisher with pipelined publisher confirms, and consumers that
-//! survive a dropped connection.
+//! topology (docs/api.md, "RabbitMQ topology"), a publisher with pipelined publisher
+//! confirms, consumers that survive a dropped connection, and the routes every message
+//! takes.
 //!
 //! This is the only crate that knows lapin. Everything above it speaks in terms of
-//! [`Broker`], [`Publisher`], [`Consumer`], [`OutgoingMessage`] and [`Incoming`], so the
-//! AMQP client can be upgraded or replaced here without touching the services.
+//! [`Broker`], [`Publisher`], [`Consumer`], [`Incoming`] and the functions of [`routes`],
+//! so the AMQP client can be upgraded or replaced here without touching the services.
 //!
 //! The guarantees the rest of the system builds on:
 //! - [`Publisher::publish`] resolves only once the broker has confirmed the message (it is
@@ -15,6 +16,8 @@
 //!   the old channel fails with an error instead of pretending to succeed.
 //! - [`Broker::declare_topology`] is idempotent and explains a conflicting, pre-existing
 //!   queue instead of surfacing a bare `PRECONDITION_FAILED`.
+//! - [`routes`] is the one place that knows which exchange or queue a job or an event
+//!   goes to next and which `x-wf-*` headers it carries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +26,7 @@ mod consumer;
 mod error;
 mod fields;
 mod publisher;
+pub mod routes;
 mod settle;
 mod topology;
 
@@ -30,19 +34,10 @@ pub use connection::{Broker, ConnectOptions, DEFAULT_FRAME_MAX};
 pub use consumer::{Consumer, Incoming};
 pub use error::{BrokerError, PublishError};
 pub use fields::HeaderValue;
-pub use publisher::{
-    publish_event, publish_event_wire, queue_delivery, OutgoingMessage, Publisher, SOURCE_HEADER,
-};
+pub use publisher::{OutgoingMessage, Publisher};
 pub use topology::{Topology, DELIVERY_LIMIT};
 
-/// `tracing` filter directives every process using this crate should add to its log
-/// filter. lapin logs each returned (unroutable) message at WARN under
-/// `lapin::returned_messages` with its full body, which would put customer data in the
-/// logs; this crate reports the same event without the body, as
-/// [`PublishError::Unroutable`].
-pub const LOG_FILTER_DIRECTIVES: &[&str] = &["lapin::returned_messages=off"];
-
-/// The names of SPEC §6. They are part of the product: operators, dashboards and
+/// The names of the topology (docs/api.md, "RabbitMQ topology"). They are part of the product: operators, dashboards and
 /// upstream publishers refer to them, so they never change without a migration plan.
 pub mod names {
     use std::time::Duration;

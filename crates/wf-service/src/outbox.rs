@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
-use wf_broker::{publish_event_wire, Publisher};
+use wf_broker::routes::publish_event_wire;
+use wf_broker::Publisher;
 use wf_core::envelope::Event;
 use wf_store::{ParkedEvent, Store};
 use wf_telemetry::metrics;

@@ -1,19 +1,20 @@
 //! The delivery step: one job from `workflows.deliveries` becomes one signed HTTPS POST.
-//! Its outcome is made durable before the job is acked: a success is logged, a failure is
-//! queued on the retry tier of its next attempt (`workflows.retry.<delay>`, which
-//! dead-letters back to `workflows.deliveries` when the delay is over), and the last
-//! failure goes to `workflows.dead` and is marked `dead`.
+//! What follows the attempt is decided by [`wf_core::lifecycle::next_step`]; this module
+//! carries it out through [`wf_broker::routes`] before the job is acked: a success is
+//! logged, a failure is queued on the retry tier of its next attempt, and a dead delivery
+//! goes to the dead-letter queue and is marked `dead`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue as HttpHeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tracing::{info, warn, Instrument};
-use wf_broker::{names, HeaderValue, Incoming, OutgoingMessage, Publisher};
+use wf_broker::{routes, Incoming, Publisher};
 use wf_core::duration::{format_duration, RetrySchedule};
 use wf_core::envelope::Event;
 use wf_core::events::EventType;
+use wf_core::lifecycle::{next_step, Attempted, DeadReason, Step};
 use wf_core::messages::{DeliveryJob, DeliveryJobV1};
 use wf_core::url_policy::{AllowedCidrs, WebhookUrl};
 use wf_core::views::WebhookView;
@@ -43,13 +44,6 @@ pub struct Deliverer {
 /// healthy endpoint could use.
 pub const ENDPOINT_WAIT: Duration = Duration::from_millis(500);
 
-/// What happens to a job after its attempt.
-enum Next {
-    Delivered,
-    Retry { tier: Duration },
-    Dead { reason: &'static str },
-}
-
 impl Deliverer {
     /// Handles one job message and settles it (ack, or nack-requeue when its outcome
     /// could not be made durable: then the attempt is simply made again).
@@ -57,24 +51,22 @@ impl Deliverer {
         let job = match DeliveryJob::decode(&msg.body) {
             Ok(j) => j,
             Err(e) => {
-                self.poison(&msg, "undecodable_job", &e.to_string()).await;
+                self.unattempted(&msg, DeadReason::UndecodableJob, &e.to_string())
+                    .await;
                 return;
             }
         };
-        if crate::fanout::is_poison(&msg) {
-            // Redelivered up to the broker's limit (workers died or failed to settle it
-            // every time): dead-letter it with a reason rather than try once more.
-            self.poison(
+        if msg.redelivery_limit_reached() {
+            self.unattempted(
                 &msg,
-                "redelivery_limit",
+                DeadReason::RedeliveryLimit,
                 "job was redelivered too many times",
             )
             .await;
             return;
         }
-        let j = job.v1();
-        let span = delivery_span(j);
-        match self.attempt(j).instrument(span.clone()).await {
+        let span = delivery_span(job.v1());
+        match self.attempt(&job).instrument(span.clone()).await {
             Ok(logged) => self.log.ack_when_logged(msg, vec![logged]),
             Err(e) => {
                 async {
@@ -91,36 +83,20 @@ impl Deliverer {
 
     /// A job that cannot be (or must not be) attempted goes straight to the dead-letter
     /// queue, with the reason and why.
-    async fn poison(&self, msg: &Incoming, reason: &str, why: &str) {
+    async fn unattempted(&self, msg: &Incoming, reason: DeadReason, why: &str) {
         warn!(
-            reason,
+            reason = reason.as_str(),
             error = why,
             "dead-lettering delivery job without an attempt"
         );
         metrics().deliveries.with_label_values(&["dead"]).inc();
-        let res = self
-            .publisher
-            .publish(OutgoingMessage {
-                exchange: names::DEAD_EXCHANGE,
-                routing_key: names::DELIVERY_ROUTING_KEY,
-                body: &msg.body,
-                message_id: msg.message_id.as_deref(),
-                headers: vec![
-                    ("x-wf-reason".into(), HeaderValue::Str(reason.to_owned())),
-                    (
-                        "x-wf-last-error".into(),
-                        HeaderValue::Str(why.chars().take(512).collect()),
-                    ),
-                ],
-                mandatory: true,
-            })
-            .await;
-        let settled = match res {
+        let settled = match routes::dead_letter_unattempted(&self.publisher, msg, reason, why).await
+        {
             Ok(()) => msg.ack().await,
             Err(_) => msg.nack(true).await,
         };
         if let Err(e) = settled {
-            warn!(error = %e, "could not settle poison job");
+            warn!(error = %e, "could not settle an unattempted job");
         }
     }
 
@@ -133,13 +109,16 @@ impl Deliverer {
     /// When the next attempt or dead letter could not be published.
     pub async fn deliver_first(
         &self,
-        j: &DeliveryJobV1,
+        job: &DeliveryJob,
         sub: &Subscription,
     ) -> anyhow::Result<Logged> {
-        self.attempt_with(j, sub).instrument(delivery_span(j)).await
+        self.attempt_with(job, sub)
+            .instrument(delivery_span(job.v1()))
+            .await
     }
 
-    async fn attempt(&self, j: &DeliveryJobV1) -> anyhow::Result<Logged> {
+    async fn attempt(&self, job: &DeliveryJob) -> anyhow::Result<Logged> {
+        let j = job.v1();
         let Some(sub) = self.cache.webhook(&j.org_id, &j.webhook_id).await? else {
             // Deleted or deactivated since the event was fanned out: not sent.
             info!(
@@ -149,12 +128,14 @@ impl Deliverer {
             metrics().deliveries.with_label_values(&["dropped"]).inc();
             return Ok(Logged::nothing());
         };
-        self.attempt_with(j, &sub).await
+        self.attempt_with(job, &sub).await
     }
 
-    /// One attempt to an active webhook: its next step is queued on the broker (awaited)
-    /// and its record handed to the log (the receipt says when it is written).
-    async fn attempt_with(&self, j: &DeliveryJobV1, sub: &Subscription) -> anyhow::Result<Logged> {
+    /// One attempt to an active webhook: its next step is decided, carried out on the
+    /// broker (awaited) and its record handed to the log (the receipt says when it is
+    /// written).
+    async fn attempt_with(&self, job: &DeliveryJob, sub: &Subscription) -> anyhow::Result<Logged> {
+        let j = job.v1();
         let started_at = chrono::Utc::now();
         metrics().in_flight.inc();
         let (outcome, sent) = self.send(j, sub).await;
@@ -168,79 +149,31 @@ impl Deliverer {
                 .delivery_duration
                 .observe(outcome.duration.as_secs_f64());
         }
-
-        let next = if outcome.kind.is_success() {
-            Next::Delivered
-        } else if outcome.status == Some(410) {
-            Next::Dead { reason: "gone" }
+        let attempted = if outcome.kind.is_success() {
+            Attempted::Delivered
         } else {
-            match self.retry_tier(
-                j.attempt.saturating_sub(j.retry_base).max(1),
-                outcome.retry_after,
-            ) {
-                Some(tier) => Next::Retry { tier },
-                None => Next::Dead {
-                    reason: "retries_exhausted",
-                },
+            Attempted::Failed {
+                status: outcome.status,
+                retry_after: outcome.retry_after,
             }
         };
-        // The kind leads the text, so the log says which kind of failure it was
-        // (`timeout: …`, `tls_error: …`); a plain non-2xx status needs no more words.
-        let error = match (&outcome.error, outcome.kind.is_success()) {
-            (Some(e), _) if !sent => Some(e.clone()),
-            (Some(e), _) => Some(format!("{}: {e}", outcome.kind.label())),
-            (None, false) if outcome.status.is_none() => Some(outcome.kind.label().to_owned()),
-            (None, _) => None,
-        };
+        let step = next_step(attempted, j, &self.schedule);
+        let error = attempt_error(&outcome, sent);
         // What the retry / dead-letter message carries as `x-wf-last-error`.
         let header_error = error
             .clone()
             .or_else(|| outcome.status.map(|c| format!("HTTP {c}")));
-        match &next {
-            Next::Delivered => {
-                let lag_ms = started_at.timestamp_millis() - j.event_ts_ms
-                    + outcome.duration.as_millis() as i64;
-                metrics()
-                    .event_to_delivery
-                    .observe((lag_ms.max(0) as f64) / 1000.0);
-                metrics().deliveries.with_label_values(&["delivered"]).inc();
-            }
-            Next::Retry { tier } => {
-                self.publish_next(
-                    j,
-                    names::retry_queue(*tier).as_str(),
-                    "",
-                    header_error.as_deref(),
-                    None,
-                )
-                .await?;
-                metrics().deliveries.with_label_values(&["retried"]).inc();
-                metrics()
-                    .retries_scheduled
-                    .with_label_values(&[&format_duration(*tier)])
-                    .inc();
-            }
-            Next::Dead { reason } => {
-                if *reason == "gone" {
-                    self.disable_gone(sub).await;
-                }
-                self.publish_next(
-                    j,
-                    names::DELIVERY_ROUTING_KEY,
-                    names::DEAD_EXCHANGE,
-                    header_error.as_deref(),
-                    Some(reason),
-                )
-                .await?;
-                metrics().deliveries.with_label_values(&["dead"]).inc();
-            }
+        self.carry_out(step, job, sub, header_error.as_deref())
+            .await?;
+        if step == Step::Delivered {
+            let lag_ms =
+                started_at.timestamp_millis() - j.event_ts_ms + outcome.duration.as_millis() as i64;
+            metrics()
+                .event_to_delivery
+                .observe((lag_ms.max(0) as f64) / 1000.0);
         }
         info!(
-            outcome = match next {
-                Next::Delivered => "delivered",
-                Next::Retry { .. } => "retried",
-                Next::Dead { .. } => "dead",
-            },
+            outcome = outcome_label(step),
             result = outcome.kind.label(),
             status = outcome.status,
             duration_ms = outcome.duration.as_millis() as u64,
@@ -260,73 +193,45 @@ impl Deliverer {
                 error,
                 duration_ms: outcome.duration.as_millis().min(u32::MAX as u128) as u32,
                 response_snippet: outcome.response_snippet.clone(),
-                new_status: match next {
-                    Next::Delivered => DeliveryStatus::Delivered,
-                    Next::Retry { .. } => DeliveryStatus::Failed,
-                    Next::Dead { .. } => DeliveryStatus::Dead,
+                new_status: match step {
+                    Step::Delivered => DeliveryStatus::Delivered,
+                    Step::Retry { .. } => DeliveryStatus::Failed,
+                    Step::Dead { .. } => DeliveryStatus::Dead,
                 },
             })))
             .await;
         Ok(logged)
     }
 
-    /// The retry tier after failed attempt `attempt`: the scheduled delay, shortened to
-    /// the largest tier not above the endpoint's `Retry-After` when that asks for less
-    /// (tiers are fixed queues, so a delay between tiers cannot be honoured exactly).
-    fn retry_tier(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
-        let step = self.schedule.delay_before_retry(attempt as usize)?;
-        let Some(ra) = retry_after.filter(|ra| *ra < step) else {
-            return Some(step);
-        };
-        let tiers = self.schedule.distinct_delays();
-        Some(
-            tiers
-                .iter()
-                .copied()
-                .filter(|t| *t <= ra)
-                .max()
-                .unwrap_or(tiers[0])
-                .min(step),
-        )
-    }
-
-    /// Publishes the job's next state (next attempt on a retry tier, or the dead letter).
-    async fn publish_next(
+    /// Carries out `step` for `job`: publishes its next attempt or its dead letter
+    /// (awaiting the confirm) and counts it; disables the webhook on `410 Gone`.
+    async fn carry_out(
         &self,
-        j: &DeliveryJobV1,
-        routing_key: &str,
-        exchange: &str,
-        error: Option<&str>,
-        dead_reason: Option<&str>,
+        step: Step,
+        job: &DeliveryJob,
+        sub: &Subscription,
+        last_error: Option<&str>,
     ) -> anyhow::Result<()> {
-        let mut next = j.clone();
-        if dead_reason.is_none() {
-            next.attempt += 1;
+        match step {
+            Step::Delivered => {}
+            Step::Retry { tier } => {
+                routes::retry(&self.publisher, job, tier, last_error).await?;
+                metrics()
+                    .retries_scheduled
+                    .with_label_values(&[&format_duration(tier)])
+                    .inc();
+            }
+            Step::Dead { reason } => {
+                if reason == DeadReason::Gone {
+                    self.disable_gone(sub).await;
+                }
+                routes::dead_letter(&self.publisher, job, reason, last_error).await?;
+            }
         }
-        let body = DeliveryJob::V1(next).encode();
-        let mut headers = vec![(
-            "x-wf-attempts".to_owned(),
-            HeaderValue::Int(i64::from(j.attempt)),
-        )];
-        if let Some(e) = error {
-            headers.push((
-                "x-wf-last-error".to_owned(),
-                HeaderValue::Str(e.chars().take(512).collect()),
-            ));
-        }
-        if let Some(r) = dead_reason {
-            headers.push(("x-wf-reason".to_owned(), HeaderValue::Str(r.to_owned())));
-        }
-        self.publisher
-            .publish(OutgoingMessage {
-                exchange,
-                routing_key,
-                body: &body,
-                message_id: Some(j.delivery_id.as_str()),
-                headers,
-                mandatory: true,
-            })
-            .await?;
+        metrics()
+            .deliveries
+            .with_label_values(&[outcome_label(step)])
+            .inc();
         Ok(())
     }
 
@@ -432,11 +337,32 @@ impl Deliverer {
         ];
         let mut h = HeaderMap::with_capacity(pairs.len());
         for (k, v) in pairs {
-            if let Ok(v) = HttpHeaderValue::from_str(&v) {
+            if let Ok(v) = HeaderValue::from_str(&v) {
                 h.insert(HeaderName::from_static(k), v);
             }
         }
         h
+    }
+}
+
+/// The `outcome` of `wf_deliveries_total` and of the attempt's log line.
+fn outcome_label(step: Step) -> &'static str {
+    match step {
+        Step::Delivered => "delivered",
+        Step::Retry { .. } => "retried",
+        Step::Dead { .. } => "dead",
+    }
+}
+
+/// The attempt record's `error`: the kind leads the text, so the log says which kind of
+/// failure it was (`timeout: …`, `tls_error: …`); a plain non-2xx status needs no more
+/// words. A delivery that was not sent carries the reason it was held back.
+fn attempt_error(outcome: &AttemptOutcome, sent: bool) -> Option<String> {
+    match (&outcome.error, outcome.kind.is_success()) {
+        (Some(e), _) if !sent => Some(e.clone()),
+        (Some(e), _) => Some(format!("{}: {e}", outcome.kind.label())),
+        (None, false) if outcome.status.is_none() => Some(outcome.kind.label().to_owned()),
+        (None, _) => None,
     }
 }
 

@@ -7,12 +7,9 @@ use std::sync::Arc;
 
 use futures::future::{join_all, try_join_all};
 use tracing::{debug, warn};
-use wf_broker::{
-    names, queue_delivery, HeaderValue, Incoming, OutgoingMessage, PublishError, Publisher,
-};
+use wf_broker::{routes, Incoming, PublishError, Publisher};
 use wf_core::envelope::Event;
-use wf_core::ids::DeliveryId;
-use wf_core::messages::{DeliveryJob, DeliveryJobV1};
+use wf_core::messages::DeliveryJob;
 use wf_store::{NewDelivery, NewPayload};
 use wf_telemetry::metrics;
 
@@ -42,7 +39,7 @@ impl Fanout {
                 // source `http`) were counted there; the worker's own system events
                 // (`webhook.disabled` after a 410) are not ingested. Only what producers
                 // published straight to the exchange (no source header) is counted here.
-                if !msg.headers.contains_key(wf_broker::SOURCE_HEADER) {
+                if routes::event_source(&msg).is_none() {
                     metrics()
                         .events_ingested
                         .with_label_values(&["amqp", event.event.as_str()])
@@ -72,33 +69,7 @@ impl Fanout {
     ) -> anyhow::Result<Vec<Logged>> {
         metrics().events_rejected.with_label_values(&[reason]).inc();
         warn!(reason, detail, routing_key = %msg.routing_key, "rejecting invalid event");
-        let mut headers = vec![
-            (
-                "x-wf-reason".to_owned(),
-                HeaderValue::Str(reason.to_owned()),
-            ),
-            (
-                "x-wf-detail".to_owned(),
-                HeaderValue::Str(detail.chars().take(512).collect()),
-            ),
-            (
-                "x-wf-routing-key".to_owned(),
-                HeaderValue::Str(msg.routing_key.clone()),
-            ),
-        ];
-        if let Some(id) = &msg.message_id {
-            headers.push(("x-wf-message-id".to_owned(), HeaderValue::Str(id.clone())));
-        }
-        self.publisher
-            .publish(OutgoingMessage {
-                exchange: "",
-                routing_key: names::INVALID_QUEUE,
-                body: &msg.body,
-                message_id: msg.message_id.as_deref(),
-                headers,
-                mandatory: true,
-            })
-            .await?;
+        routes::reject_event(&self.publisher, msg, reason, detail).await?;
         Ok(Vec::new())
     }
 
@@ -115,19 +86,7 @@ impl Fanout {
         let now = chrono::Utc::now();
         let jobs: Vec<DeliveryJob> = subs
             .iter()
-            .map(|s| {
-                DeliveryJob::V1(DeliveryJobV1 {
-                    delivery_id: DeliveryId::derive(&event.org_id, &event.id, &s.webhook_id),
-                    webhook_id: s.webhook_id.clone(),
-                    org_id: event.org_id.clone(),
-                    event_id: event.id.clone(),
-                    event: event.event,
-                    event_ts_ms: event.timestamp.timestamp_millis(),
-                    attempt: 1,
-                    retry_base: 0,
-                    body: body.clone(),
-                })
-            })
+            .map(|s| DeliveryJob::first(event, &s.webhook_id, body.clone()))
             .collect();
         // Logged first: the payload must exist for any later retry or replay. The log may
         // lag; the deliveries never wait for it, only the event's ack does.
@@ -150,7 +109,7 @@ impl Fanout {
         let outcomes = join_all(
             subs.iter()
                 .zip(&jobs)
-                .map(|(sub, job)| self.deliverer.deliver_first(job.v1(), sub)),
+                .map(|(sub, job)| self.deliverer.deliver_first(job, sub)),
         )
         .await;
         let mut fallback: Vec<&DeliveryJob> = Vec::new();
@@ -163,9 +122,13 @@ impl Fanout {
                 }
             }
         }
-        try_join_all(fallback.iter().map(|j| queue_delivery(&self.publisher, j)))
-            .await
-            .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
+        try_join_all(
+            fallback
+                .iter()
+                .map(|j| routes::queue_delivery(&self.publisher, j)),
+        )
+        .await
+        .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
         for job in fallback {
             let j = job.v1();
             let l = self
@@ -183,11 +146,4 @@ impl Fanout {
         }
         Ok(logged)
     }
-}
-
-/// Whether a message has been redelivered so often that the next failure would make the
-/// broker dead-letter it (quorum queues count deliveries in `x-delivery-count`).
-pub fn is_poison(msg: &Incoming) -> bool {
-    msg.delivery_count()
-        .is_some_and(|n| n >= wf_broker::DELIVERY_LIMIT - 1)
 }

@@ -10,7 +10,8 @@
 use std::collections::HashSet;
 
 use anyhow::Context;
-use wf_broker::{names, queue_delivery, Broker};
+use wf_broker::routes::queue_delivery;
+use wf_broker::{names, Broker};
 use wf_core::ids::WebhookId;
 use wf_core::messages::DeliveryJob;
 use wf_core::time::format_ms;
@@ -119,13 +120,8 @@ pub async fn replay(
             msg.ack().await?;
             continue;
         }
-        let attempts_so_far = record
-            .first()
-            .map_or(j.attempt, |r| r.attempt_count.max(j.attempt));
-        let mut next = j.clone();
-        next.attempt = attempts_so_far + 1;
-        next.retry_base = attempts_so_far;
-        queue_delivery(&publisher, &DeliveryJob::V1(next))
+        let logged_attempts = record.first().map_or(0, |r| r.attempt_count);
+        queue_delivery(&publisher, &job.requeued(logged_attempts))
             .await
             .context("re-queueing a dead delivery")?;
         store
@@ -159,11 +155,11 @@ pub async fn replay(
             if queued >= limit {
                 break;
             }
-            let Some(job) = item.to_job() else {
+            let Some(logged) = item.logged() else {
                 missing_payload += 1;
                 continue;
             };
-            queue_delivery(&publisher, &job).await?;
+            queue_delivery(&publisher, &DeliveryJob::requeued_from_log(logged)).await?;
             store
                 .mark_requeued(std::slice::from_ref(&item.delivery_id))
                 .await?;

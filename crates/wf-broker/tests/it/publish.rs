@@ -201,7 +201,7 @@ async fn system_events_go_through_the_events_exchange() {
         None,
     )
     .expect("a valid event");
-    wf_broker::publish_event(&publisher, &event, "system")
+    wf_broker::routes::publish_event(&publisher, &event, "system")
         .await
         .unwrap();
     let m = broker
@@ -212,7 +212,7 @@ async fn system_events_go_through_the_events_exchange() {
     assert_eq!(m.routing_key, "webhook.disabled");
     assert_eq!(m.message_id.as_deref(), Some("evt_sys1"));
     assert_eq!(
-        m.headers[wf_broker::SOURCE_HEADER],
+        m.headers[wf_broker::routes::headers::SOURCE],
         wf_broker::HeaderValue::Str("system".into())
     );
     assert_eq!(m.body, event.to_wire());

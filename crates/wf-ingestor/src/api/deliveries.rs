@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use wf_broker::queue_delivery;
+use wf_broker::routes;
 use wf_core::ids::{DeliveryId, WebhookId};
 use wf_core::messages::DeliveryJob;
 use wf_core::time::{format_ms, parse_rfc3339};
@@ -107,10 +107,17 @@ const REPLAY_MAX: usize = 100_000;
 /// Re-queues `items` on `workflows.deliveries` (confirmed) and marks them pending.
 /// Returns how many were queued and how many had no payload left to send.
 async fn requeue(state: &AppState, items: &[ReplayItem]) -> Result<(usize, usize), ApiError> {
-    let jobs: Vec<DeliveryJob> = items.iter().filter_map(ReplayItem::to_job).collect();
-    try_join_all(jobs.iter().map(|j| queue_delivery(&state.publisher, j)))
-        .await
-        .map_err(|e| ApiError::unavailable("event broker unavailable", e))?;
+    let jobs: Vec<DeliveryJob> = items
+        .iter()
+        .filter_map(ReplayItem::logged)
+        .map(DeliveryJob::requeued_from_log)
+        .collect();
+    try_join_all(
+        jobs.iter()
+            .map(|j| routes::queue_delivery(&state.publisher, j)),
+    )
+    .await
+    .map_err(|e| ApiError::unavailable("event broker unavailable", e))?;
     let ids: Vec<DeliveryId> = jobs.iter().map(|j| j.v1().delivery_id.clone()).collect();
     state.store.mark_requeued(&ids).await?;
     Ok((jobs.len(), items.len() - jobs.len()))

@@ -21,7 +21,7 @@ pub async fn publish(state: &AppState, event: &Event) -> Result<(), PublishError
     let started = Instant::now();
     // The source header lets the fan-out tell HTTP-ingested events from ones producers
     // published straight to the exchange (the `source` label of wf_events_ingested_total).
-    let res = wf_broker::publish_event(&state.publisher, event, "http").await;
+    let res = wf_broker::routes::publish_event(&state.publisher, event, "http").await;
     metrics()
         .publish_confirm_seconds
         .observe(started.elapsed().as_secs_f64());

@@ -53,22 +53,20 @@ pub struct ReplayItem {
 }
 
 impl ReplayItem {
-    /// The job that re-queues this delivery now: the same id and payload, the next attempt
-    /// number, and a fresh retry schedule (counted from this attempt). `None` when the
-    /// payload is gone.
-    pub fn to_job(&self) -> Option<wf_core::messages::DeliveryJob> {
-        use wf_core::messages::{DeliveryJob, DeliveryJobV1};
-        Some(DeliveryJob::V1(DeliveryJobV1 {
-            delivery_id: self.delivery_id.clone(),
-            webhook_id: self.webhook_id.clone(),
-            org_id: self.org_id.clone(),
-            event_id: self.event_id.clone(),
+    /// The delivery as the log knows it, to queue it again
+    /// ([`wf_core::messages::DeliveryJob::requeued_from_log`]). `None` when the payload is
+    /// gone (pruned, or its log record never landed).
+    pub fn logged(&self) -> Option<wf_core::messages::LoggedDelivery<'_>> {
+        Some(wf_core::messages::LoggedDelivery {
+            delivery_id: &self.delivery_id,
+            webhook_id: &self.webhook_id,
+            org_id: &self.org_id,
+            event_id: &self.event_id,
             event: self.event,
             event_ts_ms: self.event_ts_ms?,
-            attempt: self.attempt_count + 1,
-            retry_base: self.attempt_count,
-            body: self.body.clone()?,
-        }))
+            body: self.body.as_deref()?,
+            attempts: self.attempt_count,
+        })
     }
 }
 

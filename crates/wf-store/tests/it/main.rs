@@ -1197,7 +1197,9 @@ async fn replay_items_rebuild_jobs_and_pruning_applies_retention() {
         .await
         .unwrap();
     assert_eq!(dead.len(), 2);
-    let job = dead[1].to_job().expect("payload present");
+    let job = wf_core::messages::DeliveryJob::requeued_from_log(
+        dead[1].logged().expect("payload present"),
+    );
     let j = job.v1();
     assert_eq!(j.delivery_id, d_new.id);
     assert_eq!(
@@ -1267,5 +1269,5 @@ async fn replay_items_rebuild_jobs_and_pruning_applies_retention() {
         body: None,
         ..still_dead[0].clone()
     };
-    assert!(orphan.to_job().is_none());
+    assert!(orphan.logged().is_none());
 }
