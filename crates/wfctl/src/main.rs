@@ -14,8 +14,8 @@ mod dlq;
 
 /// jemalloc, as in the worker: `wfctl bench` runs its TLS receiver and load generator on
 /// the same cores as the system it measures, and under glibc malloc their allocations
-/// cost about a quarter of the bench process's CPU (profile in BENCHMARKS.md), CPU the
-/// pipeline then did not get.
+/// cost about a quarter of the bench process's CPU in a profile, CPU the pipeline then
+/// did not get.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
