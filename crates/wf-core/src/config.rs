@@ -101,7 +101,8 @@ pub struct Config {
     pub retry_schedule: RetrySchedule,
     /// `WF_DELIVERY_TIMEOUT`: whole-request timeout of one delivery attempt.
     pub delivery_timeout: Duration,
-    /// `WF_WORKER_CONCURRENCY`: deliveries in flight per worker (and AMQP prefetch).
+    /// `WF_WORKER_CONCURRENCY`: deliveries in flight per worker. The worker's AMQP prefetch
+    /// is twice this: finished deliveries stay unacked until the delivery log has them.
     pub worker_concurrency: u16,
     /// `WF_SECRET_KEY`: key that encrypts webhook secrets at rest.
     pub secret_key: [u8; 32],

@@ -52,7 +52,8 @@ pub const MAX_OPEN_FOR: Duration = Duration::from_secs(5 * 60);
 /// Tuning of [`Endpoints`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BreakerConfig {
-    /// Deliveries in flight to one endpoint at most (default 32). `0` is taken as `1`.
+    /// Deliveries in flight to one endpoint at most (default 64, what the worker runs
+    /// with). `0` is taken as `1`.
     pub per_endpoint_concurrency: usize,
     /// Consecutive failures that open the circuit (default 5). `0` is taken as `1`.
     pub failure_threshold: u32,
@@ -70,7 +71,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            per_endpoint_concurrency: 32,
+            per_endpoint_concurrency: 64,
             failure_threshold: 5,
             open_for: Duration::from_secs(30),
             max_endpoints: 100_000,
