@@ -1,5 +1,5 @@
-//! Per-endpoint isolation (SPEC §5, last paragraph): "an endpoint that keeps failing must
-//! not slow delivery to healthy ones".
+//! Per-endpoint isolation (README, "Scaling"): an endpoint that keeps failing must not
+//! slow delivery to healthy ones.
 //!
 //! Two mechanisms, both keyed by *endpoint* — scheme, host and port of the webhook URL
 //! (see [`endpoint_key`]), so every webhook pointing at one server shares them:
@@ -25,7 +25,7 @@
 //! HalfOpen --(probe dropped unreported)--> Open, probe-able at once
 //! ```
 //!
-//! The gauge `wf_circuit_open_endpoints` (SPEC §7) always equals the number of endpoints
+//! The gauge `wf_circuit_open_endpoints` always equals the number of endpoints
 //! that are open or half-open in this process: it moves only on the Closed→Open and
 //! HalfOpen→Closed transitions, open entries are never evicted, and dropping the last
 //! [`Endpoints`] handle subtracts whatever it still held open.
