@@ -33,7 +33,7 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 /// `frame_max` asked for when the URL does not set one. lapin keeps a send and a receive
 /// buffer of 32 frames each, so RabbitMQ's default 128 KiB frames cost 8 MiB of resident
-/// memory per connection (the largest single item in the worker's heap profile, issue 5).
+/// memory per connection (the largest single item in a heap profile of the worker).
 /// 32 KiB frames hold a typical event in one frame; larger bodies are split, which AMQP
 /// handles transparently. `?frame_max=…` in the URL overrides it.
 pub const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
@@ -161,8 +161,9 @@ impl Broker {
         })
     }
 
-    /// Declares the exchanges, queues and bindings of SPEC §6. Idempotent: declaring the
-    /// same topology again is a no-op, so every service does it at start-up.
+    /// Declares the exchanges, queues and bindings of the topology (docs/api.md, "RabbitMQ
+    /// topology"). Idempotent: declaring the same topology again is a no-op, so every
+    /// service does it at start-up.
     ///
     /// # Errors
     /// [`BrokerError::TopologyConflict`] naming the queue (or exchange) when one exists

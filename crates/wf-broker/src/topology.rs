@@ -1,4 +1,5 @@
-//! The exchanges, queues and bindings of SPEC §6, as data and as declarations.
+//! The exchanges, queues and bindings of the RabbitMQ topology (docs/api.md), as data and
+//! as declarations.
 
 use crate::error::BrokerError;
 use crate::names;

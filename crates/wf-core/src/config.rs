@@ -1,4 +1,4 @@
-//! Configuration from `WF_*` environment variables (SPEC §2).
+//! Configuration from `WF_*` environment variables (README, "Configuration").
 //!
 //! Every variable has a working local default, so `wf-ingestor` and `wf-worker` start on a
 //! developer machine with no environment at all. A value that is set but wrong is a
@@ -101,7 +101,8 @@ pub struct Config {
     pub retry_schedule: RetrySchedule,
     /// `WF_DELIVERY_TIMEOUT`: whole-request timeout of one delivery attempt.
     pub delivery_timeout: Duration,
-    /// `WF_WORKER_CONCURRENCY`: deliveries in flight per worker (and AMQP prefetch).
+    /// `WF_WORKER_CONCURRENCY`: deliveries in flight per worker. The worker's AMQP prefetch
+    /// is twice this: finished deliveries stay unacked until the delivery log has them.
     pub worker_concurrency: u16,
     /// `WF_SECRET_KEY`: key that encrypts webhook secrets at rest.
     pub secret_key: [u8; 32],
@@ -152,7 +153,7 @@ const REDACTED: &str = "<redacted>";
 /// still read each other's secrets.
 const DEV_SECRET_KEY: [u8; 32] = *b"workflows-dev-key-NOT-FOR-PROD!!";
 
-/// Defaults, as SPEC §2 lists them.
+/// Defaults, as the README's configuration table lists them.
 pub mod defaults {
     pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/workflows";
     pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

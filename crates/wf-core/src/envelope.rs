@@ -9,7 +9,8 @@ use crate::events::EventType;
 use crate::ids::{EventId, OrgId};
 use crate::time::{format_ms, now_ms, parse_rfc3339};
 
-/// Largest accepted event message (SPEC §4): anything bigger is rejected, never delivered.
+/// Largest accepted event message (docs/api.md, "Event intake"): anything bigger is
+/// rejected, never delivered.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// Why an event was rejected. [`reason`](Self::reason) is the `x-wf-reason` header and the
@@ -79,7 +80,7 @@ pub struct Event {
     pub data: Map<String, Value>,
 }
 
-/// The message on `workflows.events` (SPEC §4).
+/// The message on `workflows.events` (docs/api.md, "Over AMQP").
 #[derive(Serialize)]
 struct WireEvent<'a> {
     id: &'a str,
@@ -112,7 +113,8 @@ struct RawEvent {
 }
 
 impl Event {
-    /// Validates an event message from the broker (SPEC §4). `message_id` is the AMQP
+    /// Validates an event message from the broker (docs/api.md, "Over AMQP"). `message_id`
+    /// is the AMQP
     /// property, used when the body has no `id`; with neither, a fresh id is minted.
     ///
     /// # Errors

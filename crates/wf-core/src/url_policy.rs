@@ -1,4 +1,5 @@
-//! The URL and address policy (SPEC §3): which webhook URLs are accepted and which
+//! The URL and address policy (docs/api.md, the Webhook object's `url`): which webhook
+//! URLs are accepted and which
 //! addresses the delivery client may connect to.
 //!
 //! Two checks share the same address classification ([`is_forbidden_ip`]):
@@ -109,7 +110,7 @@ fn low_v4(ip: u128) -> Ipv4Addr {
 }
 
 /// Whether an IP address is private, internal or otherwise special, i.e. not a place a
-/// webhook may be delivered to (SPEC §3).
+/// webhook may be delivered to.
 ///
 /// Hand-classified because `IpAddr::is_global` is unstable, and deliberately stricter
 /// than it: every IPv6 form that embeds an IPv4 address (mapped `::ffff:a.b.c.d`,
@@ -221,10 +222,11 @@ pub fn ip_permitted(ip: IpAddr, allowed: &AllowedCidrs) -> bool {
 // WebhookUrl
 // ---------------------------------------------------------------------------------------
 
-/// Longest accepted webhook URL, in characters (SPEC §3).
+/// Longest accepted webhook URL, in characters.
 pub const MAX_URL_LEN: usize = 2048;
 
-/// Why a webhook URL was refused. [`UrlError::code`] is the API error code (SPEC §3).
+/// Why a webhook URL was refused. [`UrlError::code`] is the API error code (docs/api.md,
+/// "Errors").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
     /// Not a URL at all, no host, or credentials in it.

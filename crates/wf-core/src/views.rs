@@ -1,4 +1,4 @@
-//! Wire shapes that more than one process emits: the Webhook object of SPEC §3 appears in
+//! Wire shapes that more than one process emits: the Webhook object (docs/api.md) appears in
 //! API responses (ingestor) and in `webhook.*` event payloads (ingestor and worker).
 
 use chrono::{DateTime, Utc};

@@ -1,4 +1,4 @@
-//! `wf-ingestor`: the HTTP face of the system. It manages API keys and webhooks (SPEC §3),
+//! `wf-ingestor`: the HTTP face of the system. It manages API keys and webhooks (docs/api.md),
 //! takes events over HTTP and publishes them to `workflows.events` with publisher
 //! confirms, answering `202` only once the broker has the event.
 //!

@@ -18,7 +18,7 @@ pub struct Backends {
 }
 
 /// Applies the database migrations, connects to Postgres (a pool of `pool_size`) and
-/// RabbitMQ, declares the SPEC §6 topology and opens a confirmed publisher, in that order.
+/// RabbitMQ, declares the RabbitMQ topology and opens a confirmed publisher, in that order.
 ///
 /// # Errors
 /// The first step that failed, with context naming it (`applying database migrations`,

@@ -1,5 +1,5 @@
 //! Observability and process plumbing shared by `wf-ingestor`, `wf-worker` and `wfctl`:
-//! tracing initialisation, the Prometheus metrics of SPEC §7 (plus a few operator metrics),
+//! tracing initialisation, the Prometheus metrics of the README's "Metrics" section,
 //! the ops endpoints `/metrics`, `/healthz` and `/readyz`, and the shutdown signal.
 //!
 //! Metrics live in one process-wide private registry ([`metrics`], [`render`]) so that any

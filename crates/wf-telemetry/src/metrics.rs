@@ -1,4 +1,5 @@
-//! The Prometheus metrics of SPEC §7, plus operator metrics, in one private registry.
+//! The Prometheus metrics (README, "Metrics"; label values in docs/api.md), in one
+//! private registry.
 //!
 //! No label ever carries a webhook, organisation, URL or raw request path: every label has a
 //! small, bounded set of values (cardinality is what takes a Prometheus server down).

@@ -1,5 +1,5 @@
-//! Per-endpoint isolation (SPEC §5, last paragraph): "an endpoint that keeps failing must
-//! not slow delivery to healthy ones".
+//! Per-endpoint isolation (README, "Scaling"): an endpoint that keeps failing must not
+//! slow delivery to healthy ones.
 //!
 //! Two mechanisms, both keyed by *endpoint* — scheme, host and port of the webhook URL
 //! (see [`endpoint_key`]), so every webhook pointing at one server shares them:
@@ -25,7 +25,7 @@
 //! HalfOpen --(probe dropped unreported)--> Open, probe-able at once
 //! ```
 //!
-//! The gauge `wf_circuit_open_endpoints` (SPEC §7) always equals the number of endpoints
+//! The gauge `wf_circuit_open_endpoints` always equals the number of endpoints
 //! that are open or half-open in this process: it moves only on the Closed→Open and
 //! HalfOpen→Closed transitions, open entries are never evicted, and dropping the last
 //! [`Endpoints`] handle subtracts whatever it still held open.
@@ -52,7 +52,8 @@ pub const MAX_OPEN_FOR: Duration = Duration::from_secs(5 * 60);
 /// Tuning of [`Endpoints`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BreakerConfig {
-    /// Deliveries in flight to one endpoint at most (default 32). `0` is taken as `1`.
+    /// Deliveries in flight to one endpoint at most (default 64, what the worker runs
+    /// with). `0` is taken as `1`.
     pub per_endpoint_concurrency: usize,
     /// Consecutive failures that open the circuit (default 5). `0` is taken as `1`.
     pub failure_threshold: u32,
@@ -70,7 +71,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         BreakerConfig {
-            per_endpoint_concurrency: 32,
+            per_endpoint_concurrency: 64,
             failure_threshold: 5,
             open_for: Duration::from_secs(30),
             max_endpoints: 100_000,

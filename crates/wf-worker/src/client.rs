@@ -88,7 +88,7 @@ impl ClientConfig {
 }
 
 /// How one delivery attempt ended. The label is the `result` of
-/// `wf_delivery_attempts_total` (SPEC §7).
+/// `wf_delivery_attempts_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttemptKind {
     /// A `2xx` status.
@@ -123,7 +123,7 @@ impl AttemptKind {
         }
     }
 
-    /// The metric label. [`AttemptKind::OtherStatus`] is counted as `4xx`: the SPEC's
+    /// The metric label. [`AttemptKind::OtherStatus`] is counted as `4xx`: the documented
     /// label set has no slot for it, and like a `4xx` it means the receiver answered
     /// but not with anything we understand as success — it is not a server outage,
     /// which is what `5xx` dashboards and alerts are about.
@@ -140,7 +140,7 @@ impl AttemptKind {
         }
     }
 
-    /// Whether the attempt counts as delivered (any `2xx`, SPEC §5).
+    /// Whether the attempt counts as delivered (any `2xx`).
     pub fn is_success(self) -> bool {
         self == AttemptKind::Success
     }

@@ -3,7 +3,7 @@
 //! the writer retries a failed batch until it lands. What is buffered is bounded in bytes
 //! ([`BUDGET_BYTES`]), not in records: a payload record carries the whole event body, and a
 //! record bound sized for small records let a Postgres that fell behind for a few seconds
-//! grow the worker by tens of MiB (issue 5). Once the budget is spent, recording waits for
+//! grow the worker by tens of MiB. Once the budget is spent, recording waits for
 //! the writer: the log applies back-pressure to the deliveries instead of growing the heap.
 //!
 //! Every record comes with a [`Logged`] receipt that resolves once its batch is committed.
@@ -23,7 +23,8 @@ use wf_store::{AttemptRecord, NewDelivery, NewPayload, Store};
 use wf_telemetry::metrics;
 
 /// Estimated bytes of records buffered before senders wait: about a second of log at
-/// full speed on the development machine, enough to ride out a slow Postgres commit.
+/// full speed on a 2-core machine (BENCHMARKS.md), enough to ride out a slow Postgres
+/// commit.
 pub const BUDGET_BYTES: usize = 8 << 20;
 /// Largest batch written in one round trip, in records and in budget bytes. The bytes
 /// bound matters as much: each pooled Postgres connection keeps buffers as large as the

@@ -7,7 +7,7 @@ use wf_core::config::{Config, Role};
 
 /// jemalloc instead of glibc malloc: the delivery path allocates and frees many small,
 /// short-lived buffers from several threads, where glibc spent ~18% of the worker's CPU
-/// (profile in BENCHMARKS.md) and its per-thread arenas let RSS creep over long runs;
+/// in a profile and its per-thread arenas let RSS creep over long runs;
 /// jemalloc returns dirty pages on a decay timer, so RSS follows the load back down.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

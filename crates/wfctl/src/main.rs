@@ -1,5 +1,5 @@
 //! `wfctl`: the operator CLI. Every command reads the same `WF_*` variables as the
-//! services (SPEC §2), so it always talks to the deployment they do.
+//! services (README, "Configuration"), so it always talks to the deployment they do.
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
@@ -14,8 +14,8 @@ mod dlq;
 
 /// jemalloc, as in the worker: `wfctl bench` runs its TLS receiver and load generator on
 /// the same cores as the system it measures, and under glibc malloc their allocations
-/// cost about a quarter of the bench process's CPU (profile in BENCHMARKS.md), CPU the
-/// pipeline then did not get.
+/// cost about a quarter of the bench process's CPU in a profile, CPU the pipeline then
+/// did not get.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -35,7 +35,7 @@ enum Command {
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
-    /// Load test (SPEC §9): real worker processes on a fresh vhost and database deliver
+    /// Load test (see BENCHMARKS.md): real worker processes on a fresh vhost and database deliver
     /// to a loopback HTTPS receiver; prints one line per figure. Needs the release build
     /// of wf-worker (and wf-ingestor for --via http) next to wfctl.
     Bench(bench::BenchArgs),

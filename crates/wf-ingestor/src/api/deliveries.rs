@@ -21,7 +21,7 @@ use super::webhooks::{cursor_error, parse_limit};
 use super::ApiError;
 use crate::AppState;
 
-/// The Delivery object of SPEC §3.
+/// The Delivery object (docs/api.md, "Delivery").
 pub fn delivery_json(d: &Delivery) -> Value {
     let attempts: Vec<Value> = d
         .attempts

@@ -1,4 +1,4 @@
-//! The management and ingest API (SPEC §3), mounted under `/api/v1`.
+//! The management and ingest API (docs/api.md), mounted under `/api/v1`.
 
 mod api_keys;
 mod auth;
@@ -20,7 +20,7 @@ pub use error::ApiError;
 
 use crate::AppState;
 
-/// Largest request body accepted anywhere in the API (SPEC §3): bigger is `413`.
+/// Largest request body accepted anywhere in the API: bigger is `413`.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The whole API, with its state and body limit applied.

@@ -22,7 +22,7 @@ use crate::AppState;
 /// Longest webhook name, in Unicode scalar values, after trimming.
 pub const MAX_NAME_CHARS: usize = 100;
 
-/// The Webhook object of SPEC §3 (no secret).
+/// The Webhook object (docs/api.md, "Webhook"; no secret).
 pub fn webhook_json(w: &Webhook) -> Map<String, Value> {
     WebhookView {
         id: w.id.as_str(),

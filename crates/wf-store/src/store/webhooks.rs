@@ -280,7 +280,7 @@ impl Store {
         let sealed = self.secrets.seal(id, &secret)?;
         let client = self.conn().await?;
         // SET expressions read the row as it was, so the old secret moves over intact.
-        // 24 hours of overlap is the contract (SPEC §5).
+        // 24 hours of overlap is the documented contract (docs/api.md, "Signatures").
         let stmt = client
             .prepare_cached(
                 "UPDATE webhooks SET \

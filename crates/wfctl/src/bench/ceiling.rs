@@ -4,13 +4,13 @@
 //!
 //! Two routes are measured: straight to the queue through the default exchange (the
 //! plain ceiling), and through a topic exchange with the events' routing key, which is
-//! how every event reaches `workflows.fanout` (SPEC §6: `workflows.events` is a topic
-//! exchange). Topic routing costs RabbitMQ noticeably more per message, so the second
-//! ceiling is the broker's limit for the path the pipeline actually uses.
+//! how every event reaches `workflows.fanout` (`workflows.events` is a topic exchange).
+//! Topic routing costs RabbitMQ noticeably more per message, so the second ceiling is the
+//! broker's limit for the path the pipeline actually uses.
 //!
 //! Publishing and consuming go through `wf_broker` exactly as the services do; only the
 //! declaration and deletion of the temporary queue and exchange, which `wf_broker` has no
-//! API for (it declares just the SPEC §6 topology), use lapin directly.
+//! API for (it declares just the product's topology), use lapin directly.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -62,7 +62,8 @@ impl EventFactory {
         serde_json::to_vec(&v).expect("serialising JSON cannot fail")
     }
 
-    /// The AMQP message for `workflows.events` (SPEC §4), with a fresh event id.
+    /// The AMQP message for `workflows.events` (docs/api.md, "Over AMQP"), with a fresh
+    /// event id.
     pub fn amqp_body(&self, seq: u64) -> Vec<u8> {
         let v = json!({
             "id": EventId::generate(),

@@ -1,4 +1,4 @@
-//! `wfctl bench` (SPEC §9): the real services as child processes, on a fresh vhost and
+//! `wfctl bench` (BENCHMARKS.md): the real services as child processes, on a fresh vhost and
 //! database, delivering to a loopback HTTPS receiver; one machine-greppable line per
 //! figure on stdout (progress and diagnostics go to stderr).
 //!
