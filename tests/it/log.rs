@@ -13,7 +13,7 @@ fn payload(i: usize, body: &str) -> LogRecord {
     LogRecord::Payload(NewPayload {
         org_id: OrgId::parse("org_logtest").unwrap(),
         event_id: EventId::parse(&format!("evt_{i}")).unwrap(),
-        body: body.to_owned(),
+        body: body.into(),
         event_ts_ms: 0,
         created_at: chrono::Utc::now(),
     })

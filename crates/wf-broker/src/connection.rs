@@ -209,6 +209,20 @@ impl Broker {
     /// # Errors
     /// [`BrokerError::NotFound`] when the queue does not exist; connection errors as above.
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.queue_counts(queue).await?.0)
+    }
+
+    /// The number of consumers of `queue` (passive declare). Every worker consumes
+    /// `workflows.fanout` once, so for that queue this is the size of the worker fleet.
+    ///
+    /// # Errors
+    /// As [`Broker::queue_depth`].
+    pub async fn consumer_count(&self, queue: &str) -> Result<u32, BrokerError> {
+        Ok(self.queue_counts(queue).await?.1)
+    }
+
+    /// (ready messages, consumers) of `queue`.
+    async fn queue_counts(&self, queue: &str) -> Result<(u32, u32), BrokerError> {
         let name = short(queue).map_err(|detail| invalid_name(queue, detail))?;
         let channel = self.channel(OP_PATIENCE).await?;
         let result = channel
@@ -221,7 +235,7 @@ impl Broker {
                 FieldTable::default(),
             )
             .await
-            .map(|q| q.message_count())
+            .map(|q| (q.message_count(), q.consumer_count()))
             .map_err(|e| BrokerError::on_object("queue.declare(passive)", "queue", queue, &e));
         close_quietly(&channel).await;
         result

@@ -7,6 +7,7 @@
 //! | an invalid event | `workflows.events.invalid` | `x-wf-reason`, `x-wf-detail`, `x-wf-routing-key`, `x-wf-message-id` |
 //! | a delivery job queued now (fan-out fallback, manual retry, replay) | `workflows.deliveries` | — |
 //! | a job's next attempt | `workflows.retry.<delay>`, back to `workflows.deliveries` when it expires | `x-wf-attempts`, `x-wf-last-error` |
+//! | a job held back, same attempt (endpoint busy, rate limited, circuit open) | `workflows.retry.<delay>`, likewise | `x-wf-deferred` |
 //! | a dead delivery | `workflows.dead` → `workflows.deliveries.dead` | `x-wf-reason`, `x-wf-attempts`, `x-wf-last-error` |
 //!
 //! Services call these functions; they never name an exchange or a header themselves.
@@ -16,7 +17,7 @@
 use std::time::Duration;
 
 use wf_core::envelope::Event;
-use wf_core::lifecycle::DeadReason;
+use wf_core::lifecycle::{DeadReason, HoldReason};
 use wf_core::messages::DeliveryJob;
 
 use crate::consumer::Incoming;
@@ -42,6 +43,9 @@ pub mod headers {
     pub const ATTEMPTS: &str = "x-wf-attempts";
     /// What the last attempt failed with.
     pub const LAST_ERROR: &str = "x-wf-last-error";
+    /// Why a job was held back without being sent (`busy`, `rate_limited`,
+    /// `circuit_open`).
+    pub const DEFERRED: &str = "x-wf-deferred";
 }
 
 /// Free text in headers is cut to this many characters.
@@ -176,6 +180,30 @@ pub async fn retry(
             body: &next.encode(),
             message_id: Some(failed.v1().delivery_id.as_str()),
             headers: attempt_headers(failed, last_error),
+            mandatory: true,
+        })
+        .await
+}
+
+/// Parks `held` (a job held back without being sent, see
+/// [`DeliveryJob::held`](wf_core::messages::DeliveryJob::held)) on the retry tier of
+/// `tier`, same attempt: it comes back to `workflows.deliveries` when the delay is over.
+///
+/// # Errors
+/// As [`Publisher::publish`].
+pub async fn defer(
+    publisher: &Publisher,
+    held: &DeliveryJob,
+    tier: Duration,
+    reason: HoldReason,
+) -> Result<(), PublishError> {
+    publisher
+        .publish(OutgoingMessage {
+            exchange: "",
+            routing_key: &names::retry_queue(tier),
+            body: &held.encode(),
+            message_id: Some(held.v1().delivery_id.as_str()),
+            headers: vec![str_header(headers::DEFERRED, reason.as_str())],
             mandatory: true,
         })
         .await

@@ -104,6 +104,9 @@ pub struct Config {
     /// `WF_WORKER_CONCURRENCY`: deliveries in flight per worker. The worker's AMQP prefetch
     /// is twice this: finished deliveries stay unacked until the delivery log has them.
     pub worker_concurrency: u16,
+    /// `WF_ENDPOINT_MAX_CONCURRENCY`: the upper bound of each endpoint's adaptive
+    /// concurrency limit (deliveries in flight to one endpoint from one worker).
+    pub endpoint_max_concurrency: u16,
     /// `WF_SECRET_KEY`: key that encrypts webhook secrets at rest.
     pub secret_key: [u8; 32],
     /// True when `secret_key` is the publicly known development key.
@@ -133,6 +136,7 @@ impl fmt::Debug for Config {
             .field("retry_schedule", &self.retry_schedule.to_string())
             .field("delivery_timeout", &self.delivery_timeout)
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("endpoint_max_concurrency", &self.endpoint_max_concurrency)
             .field("secret_key", &REDACTED)
             .field("secret_key_is_default", &self.secret_key_is_default)
             .field("queue_type", &self.queue_type)
@@ -163,6 +167,7 @@ pub mod defaults {
     pub const RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h";
     pub const DELIVERY_TIMEOUT: &str = "10s";
     pub const WORKER_CONCURRENCY: u16 = 256;
+    pub const ENDPOINT_MAX_CONCURRENCY: u16 = 64;
     pub const SHUTDOWN_GRACE: &str = "30s";
     pub const LOG: &str = "info";
     pub const DELIVERY_LOG_RETENTION: &str = "7d";
@@ -255,6 +260,15 @@ impl Config {
             },
         };
 
+        let emc = get("WF_ENDPOINT_MAX_CONCURRENCY");
+        let endpoint_max_concurrency = match emc.value()? {
+            None => defaults::ENDPOINT_MAX_CONCURRENCY,
+            Some(v) => match v.trim().parse::<u16>() {
+                Ok(n) if (1..=10_000).contains(&n) => n,
+                _ => return Err(emc.error("expected an integer from 1 to 10000")),
+            },
+        };
+
         let key = get("WF_SECRET_KEY");
         let secret_key = match key.value()? {
             None => DEV_SECRET_KEY,
@@ -298,6 +312,7 @@ impl Config {
             retry_schedule,
             delivery_timeout,
             worker_concurrency,
+            endpoint_max_concurrency,
             secret_key,
             secret_key_is_default,
             queue_type,
@@ -658,6 +673,24 @@ mod tests {
         for v in ["0", "65536", "-1", "lots", "1.5", ""] {
             bad("WF_WORKER_CONCURRENCY", v);
         }
+    }
+
+    #[test]
+    fn endpoint_max_concurrency() {
+        assert_eq!(ok(&[]).endpoint_max_concurrency, 64);
+        assert_eq!(
+            ok(&[("WF_ENDPOINT_MAX_CONCURRENCY", "1")]).endpoint_max_concurrency,
+            1
+        );
+        assert_eq!(
+            ok(&[("WF_ENDPOINT_MAX_CONCURRENCY", " 10000 ")]).endpoint_max_concurrency,
+            10_000
+        );
+        for v in ["0", "10001", "-1", "many", "2.5"] {
+            let err = bad("WF_ENDPOINT_MAX_CONCURRENCY", v);
+            assert!(err.reason.contains("1 to 10000"), "{err}");
+        }
+        bad("WF_ENDPOINT_MAX_CONCURRENCY", "");
     }
 
     #[test]

@@ -103,6 +103,13 @@ impl RetrySchedule {
         retry.checked_sub(1).and_then(|i| self.0.get(i).copied())
     }
 
+    /// The whole schedule's span: the sum of its delays. A delivery whose endpoint stays
+    /// unavailable for longer than this is given up (`endpoint_unavailable`), just as one
+    /// whose attempts all failed is after about this long.
+    pub fn span(&self) -> Duration {
+        self.0.iter().sum()
+    }
+
     /// The distinct delays, sorted: one retry queue each.
     pub fn distinct_delays(&self) -> Vec<Duration> {
         let mut v = self.0.clone();

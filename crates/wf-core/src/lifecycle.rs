@@ -1,6 +1,6 @@
 //! What follows a delivery attempt. This is the one place that decides whether a delivery
-//! is done, goes to which retry tier, or is dead-lettered with which reason; the worker
-//! only carries the decision out (publishes, logs, counts).
+//! is done, waits, goes to which retry tier, or is dead-lettered with which reason; the
+//! worker only carries the decision out (publishes, logs, counts).
 //!
 //! The rules (README, "Retries, dead letters, replay"):
 //! - a `2xx` is delivered;
@@ -10,7 +10,14 @@
 //!   last delay the delivery is dead (reason `retries_exhausted`);
 //! - a `Retry-After` shorter than the scheduled delay moves the retry to the largest
 //!   tier not above it (tiers are fixed queues, so a delay between tiers cannot be
-//!   honoured exactly); a longer one does not lengthen the schedule.
+//!   honoured exactly); a longer one does not lengthen the schedule;
+//! - a delivery that was not sent because its endpoint is busy, rate limited or its
+//!   circuit is open is *deferred*: it keeps its attempt number. Straight from fan-out,
+//!   a delivery held back because its endpoint is busy joins `workflows.deliveries`,
+//!   where it waits its turn; any other held-back delivery waits on the shortest tier
+//!   that covers the expected wait (the longest tier when none does). Once it has been
+//!   held back for longer than the whole schedule's span it is dead (reason
+//!   `endpoint_unavailable`).
 
 use std::fmt;
 use std::time::Duration;
@@ -32,6 +39,45 @@ pub enum Attempted {
         /// The endpoint's `Retry-After` (on `429` and `503`), as a delay from now.
         retry_after: Option<Duration>,
     },
+    /// Not sent: the endpoint could not take it now, and would not for about `wait`.
+    HeldBack {
+        /// Why.
+        reason: HoldReason,
+        /// How long until the endpoint is expected to take it.
+        wait: Duration,
+        /// Whether the job came off `workflows.deliveries` (else straight from fan-out).
+        queued: bool,
+    },
+}
+
+/// Why a delivery was held back without being sent: the `reason` of
+/// `wf_deliveries_deferred_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HoldReason {
+    /// The endpoint is at its concurrency limit and its wait line is long.
+    Busy,
+    /// The webhook's `rateLimit`, or the endpoint's `Retry-After`, says not yet.
+    RateLimited,
+    /// The endpoint's circuit is open: it kept failing.
+    CircuitOpen,
+}
+
+impl HoldReason {
+    /// Every reason, for initialising metrics.
+    pub const ALL: [HoldReason; 3] = [
+        HoldReason::Busy,
+        HoldReason::RateLimited,
+        HoldReason::CircuitOpen,
+    ];
+
+    /// The metric label and wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Busy => "busy",
+            HoldReason::RateLimited => "rate_limited",
+            HoldReason::CircuitOpen => "circuit_open",
+        }
+    }
 }
 
 /// Why a delivery was dead-lettered: the `x-wf-reason` header of its message in
@@ -47,6 +93,9 @@ pub enum DeadReason {
     /// The broker redelivered the job until its delivery limit: workers kept dying or
     /// failing to settle it.
     RedeliveryLimit,
+    /// The delivery was held back (endpoint busy, rate limited, circuit open) for longer
+    /// than the whole retry schedule's span without being sent.
+    EndpointUnavailable,
 }
 
 impl DeadReason {
@@ -57,6 +106,7 @@ impl DeadReason {
             DeadReason::RetriesExhausted => "retries_exhausted",
             DeadReason::UndecodableJob => "undecodable_job",
             DeadReason::RedeliveryLimit => "redelivery_limit",
+            DeadReason::EndpointUnavailable => "endpoint_unavailable",
         }
     }
 }
@@ -77,6 +127,19 @@ pub enum Step {
         /// The retry tier: one of the schedule's distinct delays.
         tier: Duration,
     },
+    /// Queue the job, same attempt, on `workflows.deliveries`: it was not sent, and waits
+    /// there for its turn.
+    Queue {
+        /// Why it was held back.
+        reason: HoldReason,
+    },
+    /// Park the job, same attempt, on the retry tier of this delay: it was not sent.
+    Defer {
+        /// The retry tier: one of the schedule's distinct delays.
+        tier: Duration,
+        /// Why it was held back.
+        reason: HoldReason,
+    },
     /// Publish the job to the dead-letter queue and mark the delivery dead.
     Dead {
         /// Why.
@@ -84,10 +147,36 @@ pub enum Step {
     },
 }
 
-/// Decides what follows `attempted` for `job` under `schedule` (see the module docs).
-pub fn next_step(attempted: Attempted, job: &DeliveryJobV1, schedule: &RetrySchedule) -> Step {
+/// Decides what follows `attempted` for `job` under `schedule` at `now_ms` (milliseconds
+/// since the epoch; see the module docs).
+pub fn next_step(
+    attempted: Attempted,
+    job: &DeliveryJobV1,
+    schedule: &RetrySchedule,
+    now_ms: i64,
+) -> Step {
     let (status, retry_after) = match attempted {
         Attempted::Delivered => return Step::Delivered,
+        Attempted::HeldBack {
+            reason,
+            wait,
+            queued,
+        } => {
+            let held_ms = now_ms.saturating_sub(job.held_since_ms.unwrap_or(now_ms));
+            let held = Duration::from_millis(u64::try_from(held_ms).unwrap_or(0));
+            if held > schedule.span() {
+                return Step::Dead {
+                    reason: DeadReason::EndpointUnavailable,
+                };
+            }
+            if reason == HoldReason::Busy && !queued {
+                return Step::Queue { reason };
+            }
+            return Step::Defer {
+                tier: hold_tier(schedule, wait),
+                reason,
+            };
+        }
         Attempted::Failed {
             status,
             retry_after,
@@ -104,6 +193,18 @@ pub fn next_step(attempted: Attempted, job: &DeliveryJobV1, schedule: &RetrySche
             reason: DeadReason::RetriesExhausted,
         },
     }
+}
+
+/// Where a held-back delivery waits: the shortest tier that covers `wait` (so it does
+/// not come back before the endpoint can take it and churn through the broker again),
+/// or the longest tier when none does.
+fn hold_tier(schedule: &RetrySchedule, wait: Duration) -> Duration {
+    let tiers = schedule.distinct_delays();
+    tiers
+        .iter()
+        .copied()
+        .find(|t| *t >= wait)
+        .unwrap_or(tiers[tiers.len() - 1])
 }
 
 /// The tier of retry number `retry` (1-based): the scheduled delay, shortened to the
@@ -146,9 +247,12 @@ mod tests {
             event_ts_ms: 0,
             attempt,
             retry_base,
+            held_since_ms: None,
             body: "{}".into(),
         }
     }
+
+    const NOW: i64 = 1_800_000_000_000;
 
     const fn s(n: u64) -> Duration {
         Duration::from_secs(n)
@@ -201,7 +305,7 @@ mod tests {
             ("Retry-After zero: shortest tier",        failed(Some(503), Some(s(0))),     3, 0, retry(s(5))),
         ];
         for (what, attempted, attempt, base, want) in rows {
-            let got = next_step(*attempted, &job(*attempt, *base), &schedule);
+            let got = next_step(*attempted, &job(*attempt, *base), &schedule, NOW);
             assert_eq!(got, *want, "{what}");
         }
     }
@@ -211,11 +315,83 @@ mod tests {
         // Tiers 1s, 10s, 60s; retry 1 is 10s. Retry-After 5s: the largest tier <= 5s is
         // 1s. A schedule whose shortest tier is the step itself keeps the step.
         let schedule = RetrySchedule::parse("10s,1s,60s").unwrap();
-        let got = next_step(failed(Some(503), Some(s(5))), &job(1, 0), &schedule);
+        let got = next_step(failed(Some(503), Some(s(5))), &job(1, 0), &schedule, NOW);
         assert_eq!(got, retry(s(1)));
         let schedule = RetrySchedule::parse("10s,60s").unwrap();
-        let got = next_step(failed(Some(503), Some(s(5))), &job(1, 0), &schedule);
+        let got = next_step(failed(Some(503), Some(s(5))), &job(1, 0), &schedule, NOW);
         assert_eq!(got, retry(s(10)));
+    }
+
+    fn held(reason: HoldReason, wait: Duration) -> Attempted {
+        Attempted::HeldBack {
+            reason,
+            wait,
+            queued: true,
+        }
+    }
+
+    fn held_at_fanout(reason: HoldReason, wait: Duration) -> Attempted {
+        Attempted::HeldBack {
+            reason,
+            wait,
+            queued: false,
+        }
+    }
+
+    fn defer(tier: Duration, reason: HoldReason) -> Step {
+        Step::Defer { tier, reason }
+    }
+
+    fn held_job(attempt: u32, held_for: Option<Duration>) -> DeliveryJobV1 {
+        DeliveryJobV1 {
+            held_since_ms: held_for.map(|d| NOW - d.as_millis() as i64),
+            ..job(attempt, 0)
+        }
+    }
+
+    /// Held-back deliveries: every branch, one row each. The schedule's span is 155 s.
+    #[test]
+    fn hold_table() {
+        use HoldReason::*;
+        let schedule = RetrySchedule::parse("5s,30s,2m").unwrap();
+        assert_eq!(schedule.span(), s(155));
+        #[rustfmt::skip]
+        let rows: &[(&str, Attempted, u32, Option<Duration>, Step)] = &[
+            // what,                                   attempted,                 attempt, held for,     step
+            ("first hold, short wait: shortest tier",  held(Busy, s(1)),           1, None,          defer(s(5), Busy)),
+            ("wait equal to a tier: that tier",        held(Busy, s(30)),          1, None,          defer(s(30), Busy)),
+            ("wait between tiers: the covering tier",  held(RateLimited, s(31)),   1, None,          defer(s(120), RateLimited)),
+            ("wait beyond every tier: the longest",    held(CircuitOpen, s(900)),  1, None,          defer(s(120), CircuitOpen)),
+            ("zero wait: shortest tier",               held(Busy, s(0)),           1, None,          defer(s(5), Busy)),
+            ("the attempt number plays no part",       held(Busy, s(1)),           9, None,          defer(s(5), Busy)),
+            ("held a while, within the span",          held(CircuitOpen, s(60)),   2, Some(s(100)),  defer(s(120), CircuitOpen)),
+            ("held exactly the span: not yet",         held(CircuitOpen, s(1)),    2, Some(s(155)),  defer(s(5), CircuitOpen)),
+            ("held past the span: unavailable",        held(CircuitOpen, s(1)),    2, Some(s(156)),  dead(DeadReason::EndpointUnavailable)),
+            ("busy past the span: unavailable too",    held(Busy, s(1)),           1, Some(s(3600)), dead(DeadReason::EndpointUnavailable)),
+            ("busy at fan-out: join the job queue",    held_at_fanout(Busy, s(60)), 1, None,         Step::Queue { reason: Busy }),
+            ("open circuit at fan-out: a tier",        held_at_fanout(CircuitOpen, s(30)), 1, None,  defer(s(30), CircuitOpen)),
+            ("rate limited at fan-out: a tier",        held_at_fanout(RateLimited, s(3)), 1, None,   defer(s(5), RateLimited)),
+            ("held back just now",                     held(Busy, s(1)),           1, Some(s(0)),    defer(s(5), Busy)),
+        ];
+        for (what, attempted, attempt, held_for, want) in rows {
+            let got = next_step(*attempted, &held_job(*attempt, *held_for), &schedule, NOW);
+            assert_eq!(got, *want, "{what}");
+        }
+        // A hold time after now (clocks of two workers disagree) is not negative.
+        let future = DeliveryJobV1 {
+            held_since_ms: Some(NOW + 60_000),
+            ..job(1, 0)
+        };
+        assert_eq!(
+            next_step(held(Busy, s(1)), &future, &schedule, NOW),
+            defer(s(5), Busy)
+        );
+    }
+
+    #[test]
+    fn hold_reasons_have_their_label() {
+        let labels: Vec<&str> = HoldReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels, ["busy", "rate_limited", "circuit_open"]);
     }
 
     #[test]
@@ -225,6 +401,7 @@ mod tests {
             (DeadReason::RetriesExhausted, "retries_exhausted"),
             (DeadReason::UndecodableJob, "undecodable_job"),
             (DeadReason::RedeliveryLimit, "redelivery_limit"),
+            (DeadReason::EndpointUnavailable, "endpoint_unavailable"),
         ] {
             assert_eq!(r.as_str(), s);
             assert_eq!(r.to_string(), s);

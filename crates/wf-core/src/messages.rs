@@ -2,6 +2,8 @@
 //! a versioned serde enum: adding a version is a compatibility change, editing one is not
 //! allowed.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::Event;
@@ -36,8 +38,15 @@ pub struct DeliveryJobV1 {
     /// schedule again. Optional on the wire (absent = 0), so older jobs still decode.
     #[serde(default)]
     pub retry_base: u32,
+    /// When the delivery was first held back (its endpoint busy, rate limited or its
+    /// circuit open) since its last real attempt, milliseconds since the epoch; `None`
+    /// while it is not being held back. A delivery held back for longer than the whole
+    /// retry schedule is dead-lettered as `endpoint_unavailable`. Optional on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since_ms: Option<i64>,
     /// The payload, serialised once at fan-out: every attempt sends these exact bytes.
-    pub body: String,
+    /// Shared, never copied, between the deliveries of one event and their attempts.
+    pub body: Arc<str>,
 }
 
 /// A delivery as the delivery log knows it: enough to queue it again (a manual retry, a
@@ -60,7 +69,7 @@ impl DeliveryJob {
     /// The first attempt of `event`'s delivery to `webhook_id`, as fan-out makes it. The
     /// delivery id is derived from (org, event, webhook), so fanning an event out twice
     /// yields the same ids.
-    pub fn first(event: &Event, webhook_id: &WebhookId, body: String) -> DeliveryJob {
+    pub fn first(event: &Event, webhook_id: &WebhookId, body: Arc<str>) -> DeliveryJob {
         DeliveryJob::V1(DeliveryJobV1 {
             delivery_id: DeliveryId::derive(&event.org_id, &event.id, webhook_id),
             webhook_id: webhook_id.clone(),
@@ -70,6 +79,7 @@ impl DeliveryJob {
             event_ts_ms: event.timestamp.timestamp_millis(),
             attempt: 1,
             retry_base: 0,
+            held_since_ms: None,
             body,
         })
     }
@@ -86,7 +96,8 @@ impl DeliveryJob {
             event_ts_ms: d.event_ts_ms,
             attempt: d.attempts + 1,
             retry_base: d.attempts,
-            body: d.body.to_owned(),
+            held_since_ms: None,
+            body: Arc::from(d.body),
         })
     }
 
@@ -98,13 +109,24 @@ impl DeliveryJob {
         let attempts = attempts.max(next.attempt);
         next.attempt = attempts + 1;
         next.retry_base = attempts;
+        next.held_since_ms = None;
         DeliveryJob::V1(next)
     }
 
-    /// The job's next attempt, after this one failed: what goes on a retry tier.
+    /// The job's next attempt, after this one was sent and failed: what goes on a retry
+    /// tier. Its hold clock starts afresh.
     pub fn next_attempt(&self) -> DeliveryJob {
         let mut next = self.v1().clone();
         next.attempt += 1;
+        next.held_since_ms = None;
+        DeliveryJob::V1(next)
+    }
+
+    /// This job held back at `now_ms` without being sent: the same attempt, and the time
+    /// it was first held back (kept when it already was).
+    pub fn held(&self, now_ms: i64) -> DeliveryJob {
+        let mut next = self.v1().clone();
+        next.held_since_ms.get_or_insert(now_ms);
         DeliveryJob::V1(next)
     }
 
@@ -148,6 +170,7 @@ mod tests {
             event_ts_ms: 1,
             attempt: 1,
             retry_base: 0,
+            held_since_ms: Some(5),
             body: "{}".into(),
         });
         let bytes = job.encode();
@@ -158,6 +181,31 @@ mod tests {
         // A job written before `retryBase` existed still decodes, with 0.
         let old = br#"{"v":"1","deliveryId":"dlv_a","webhookId":"whk_a","orgId":"o","eventId":"e","event":"alert.created","eventTsMs":1,"attempt":2,"body":"{}"}"#;
         assert_eq!(DeliveryJob::decode(old).unwrap().v1().retry_base, 0);
+        assert_eq!(DeliveryJob::decode(old).unwrap().v1().held_since_ms, None);
+        // A job that is not held back does not carry the field at all.
+        let fresh = DeliveryJob::V1(DeliveryJobV1 {
+            held_since_ms: None,
+            ..job.v1().clone()
+        });
+        assert!(!String::from_utf8_lossy(&fresh.encode()).contains("heldSinceMs"));
+    }
+
+    #[test]
+    fn holding_back_keeps_the_attempt_and_the_first_hold_time() {
+        let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into());
+        let held = job.held(1_000);
+        assert_eq!(
+            (held.v1().attempt, held.v1().held_since_ms),
+            (1, Some(1_000))
+        );
+        let again = held.held(9_000);
+        assert_eq!(
+            (again.v1().attempt, again.v1().held_since_ms),
+            (1, Some(1_000))
+        );
+        // Sent and failed: the next attempt's hold clock starts afresh.
+        assert_eq!(again.next_attempt().v1().held_since_ms, None);
+        assert_eq!(again.requeued(3).v1().held_since_ms, None);
     }
 
     fn event() -> Event {

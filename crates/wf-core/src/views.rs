@@ -14,6 +14,7 @@ pub struct WebhookView<'a> {
     pub events: &'a [String],
     pub is_active: bool,
     pub disabled_reason: Option<&'a str>,
+    pub rate_limit: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -28,6 +29,7 @@ impl WebhookView<'_> {
         m.insert("events".into(), json!(self.events));
         m.insert("isActive".into(), json!(self.is_active));
         m.insert("disabledReason".into(), json!(self.disabled_reason));
+        m.insert("rateLimit".into(), json!(self.rate_limit));
         m.insert("createdAt".into(), json!(format_ms(self.created_at)));
         m.insert("updatedAt".into(), json!(format_ms(self.updated_at)));
         m

@@ -37,5 +37,5 @@ pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{
     ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, EventRecord, NewDelivery, NewWebhook,
-    Page, Subscription, UnknownStatus, Webhook, WebhookPatch,
+    Page, Subscription, UnknownStatus, UnsentDead, Webhook, WebhookPatch,
 };

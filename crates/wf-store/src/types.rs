@@ -38,6 +38,8 @@ pub struct NewWebhook {
     /// Event types and category wildcards (`alert.*`), de-duplicated.
     pub events: Vec<String>,
     pub is_active: bool,
+    /// Deliveries per second at most, across the fleet; `None`: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -49,6 +51,8 @@ pub struct WebhookPatch {
     /// `Some(true)` also clears `disabled_reason`: a user re-enabling a webhook the system
     /// disabled takes responsibility for it again.
     pub is_active: Option<bool>,
+    /// `Some(None)` removes the rate limit.
+    pub rate_limit: Option<Option<u32>>,
 }
 
 impl WebhookPatch {
@@ -58,6 +62,7 @@ impl WebhookPatch {
             && self.url.is_none()
             && self.events.is_none()
             && self.is_active.is_none()
+            && self.rate_limit.is_none()
     }
 }
 
@@ -73,8 +78,27 @@ pub struct Webhook {
     /// Why the *system* disabled it (e.g. the endpoint answered 410 Gone); `None` when a
     /// user disabled it or it is active.
     pub disabled_reason: Option<String>,
+    /// Deliveries per second at most, across the fleet; `None`: no limit.
+    pub rate_limit: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Webhook {
+    /// The webhook as the API (and its `webhook.*` events) show it.
+    pub fn view(&self) -> wf_core::views::WebhookView<'_> {
+        wf_core::views::WebhookView {
+            id: self.id.as_str(),
+            name: &self.name,
+            url: &self.url,
+            events: &self.events,
+            is_active: self.is_active,
+            disabled_reason: self.disabled_reason.as_deref(),
+            rate_limit: self.rate_limit,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
 }
 
 /// What a worker needs to deliver to one active webhook.
@@ -90,6 +114,8 @@ pub struct Subscription {
     /// keys without dropping deliveries. The expiry is evaluated when the row is read, so a
     /// cache holding this value should be refreshed at least every few minutes.
     pub previous_secret: Option<WebhookSecret>,
+    /// Deliveries per second at most, across the fleet; `None`: no limit.
+    pub rate_limit: Option<u32>,
 }
 
 /// Outcome of [`Store::record_event`](crate::Store::record_event).
@@ -115,6 +141,24 @@ pub struct NewDelivery {
     pub event_id: EventId,
     pub event: EventType,
     pub created_at: DateTime<Utc>,
+}
+
+/// A delivery given up without its next attempt being sent: its endpoint stayed
+/// unavailable (busy, rate limited, circuit open) for longer than the retry schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsentDead {
+    pub delivery_id: DeliveryId,
+    /// The delivery's identity again, so the row can be created if its `pending` record
+    /// has not landed yet.
+    pub org_id: OrgId,
+    pub webhook_id: WebhookId,
+    pub event_id: EventId,
+    pub event: EventType,
+    /// Attempts actually sent before it was given up.
+    pub attempts: u32,
+    /// Why: stored as the delivery's `last_error`.
+    pub error: String,
+    pub at: DateTime<Utc>,
 }
 
 /// Where a delivery stands.

@@ -10,8 +10,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Counter, Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use wf_core::duration::{format_duration, RetrySchedule};
 use wf_core::events::EventType;
@@ -38,6 +38,10 @@ pub mod labels {
     ];
     /// `wf_subscription_cache_requests_total{result}`.
     pub const CACHE_RESULTS: [&str; 2] = ["hit", "miss"];
+    /// `wf_endpoint_concurrency_limits{le}`: the upper bounds, powers of two, then `+Inf`.
+    pub const LIMIT_BOUNDS: [&str; 12] = [
+        "1", "2", "4", "8", "16", "32", "64", "128", "256", "512", "1024", "+Inf",
+    ];
     /// `wf_http_requests_total{route}` of a request that matched no route.
     pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -115,6 +119,26 @@ pub struct Metrics {
     /// `wf_system_events_deferred_total`: system events the broker did not take when they
     /// were emitted, left parked for the relay.
     pub system_events_deferred: IntCounter,
+    /// `wf_deliveries_deferred_total{reason}`: deliveries held back without being sent
+    /// (endpoint `busy`, `rate_limited`, `circuit_open`) and parked in the broker.
+    pub deliveries_deferred: IntCounterVec,
+    /// `wf_deliveries_republished_total{reason}`: of those, jobs taken from
+    /// `workflows.deliveries` and published again because they were held back once more.
+    pub deliveries_republished: IntCounterVec,
+    /// `wf_deliveries_waiting`: deliveries waiting in this worker for their endpoint.
+    pub deliveries_waiting: IntGauge,
+    /// `wf_delivery_wait_seconds`: how long a delivery waited in this worker for its
+    /// endpoint before it was sent.
+    pub delivery_wait_seconds: Histogram,
+    /// `wf_delivery_held_seconds`: how long a delivery had been held back (parked in the
+    /// broker, unsent), observed at every deferral and when it is finally sent.
+    pub delivery_held_seconds: Histogram,
+    /// `wf_endpoint_concurrency_limits{le}`: endpoints tracked by this worker whose
+    /// adaptive concurrency limit is at most `le` (cumulative, like histogram buckets).
+    pub endpoint_limits: IntGaugeVec,
+    /// `wf_worker_fleet_size`: workers consuming events, as this worker sees it; each
+    /// takes this share of every webhook's `rateLimit`.
+    pub worker_fleet_size: IntGauge,
 }
 
 /// Buckets for one HTTP attempt: reach past the 10 s default delivery timeout (the
@@ -128,6 +152,12 @@ const DELIVERY_BUCKETS: &[f64] = &[
 const EVENT_TO_DELIVERY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 300.0, 1800.0,
     3600.0, 21600.0, 86400.0, 172800.0, 259200.0,
+];
+
+/// Buckets for how long a delivery was held back: seconds to a day (the default
+/// schedule's span is about two days).
+const HELD_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
 ];
 
 /// Buckets for short internal waits (broker confirms, pool checkout).
@@ -345,7 +375,71 @@ impl Metrics {
                 "System events the broker did not take when emitted, left parked for the \
                  outbox relay to publish.",
             ),
+            deliveries_deferred: counter_vec(
+                r,
+                "wf_deliveries_deferred_total",
+                "Deliveries held back without being sent and parked in the broker, keeping \
+                 their attempt number, by reason: busy (endpoint at its concurrency limit \
+                 with a long line), rate_limited (webhook rateLimit or the endpoint's \
+                 Retry-After), circuit_open.",
+                &["reason"],
+            ),
+            deliveries_republished: counter_vec(
+                r,
+                "wf_deliveries_republished_total",
+                "Delivery jobs taken from workflows.deliveries and published again because \
+                 their endpoint still could not take them (a subset of \
+                 wf_deliveries_deferred_total): the broker churn a backlog causes.",
+                &["reason"],
+            ),
+            deliveries_waiting: gauge(
+                r,
+                "wf_deliveries_waiting",
+                "Deliveries waiting in this worker for their endpoint (its concurrency limit, \
+                 rate limit or a worker slot), unacked in the broker meanwhile.",
+            ),
+            delivery_wait_seconds: histogram(
+                r,
+                "wf_delivery_wait_seconds",
+                "Time a delivery waited in this worker for its endpoint before it was sent.",
+                WAIT_BUCKETS,
+            ),
+            delivery_held_seconds: histogram(
+                r,
+                "wf_delivery_held_seconds",
+                "How long a delivery had been held back unsent (endpoint busy, rate limited \
+                 or circuit open), observed at each deferral and when it is finally sent.",
+                HELD_BUCKETS,
+            ),
+            endpoint_limits: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "wf_endpoint_concurrency_limits",
+                        "Endpoints tracked by this worker whose adaptive concurrency limit is \
+                         at most le (cumulative); le=\"+Inf\" is every tracked endpoint.",
+                    ),
+                    &["le"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registers once");
+                g
+            },
+            worker_fleet_size: gauge(
+                r,
+                "wf_worker_fleet_size",
+                "Workers consuming events as this worker last counted them; each sends its \
+                 share (1/size) of every webhook's rateLimit.",
+            ),
         };
+        for reason in wf_core::lifecycle::HoldReason::ALL {
+            m.deliveries_deferred.with_label_values(&[reason.as_str()]);
+            m.deliveries_republished
+                .with_label_values(&[reason.as_str()]);
+        }
+        for le in labels::LIMIT_BOUNDS {
+            m.endpoint_limits.with_label_values(&[le]);
+        }
         for source in labels::SOURCES {
             for event in EventType::ALL {
                 m.events_ingested
@@ -365,6 +459,31 @@ impl Metrics {
             m.subscription_cache.with_label_values(&[result]);
         }
         m
+    }
+
+    /// Moves one endpoint in `wf_endpoint_concurrency_limits` from limit `from` to limit
+    /// `to` (`None`: not tracked).
+    pub fn endpoint_limit_changed(&self, from: Option<usize>, to: Option<usize>) {
+        let bound = |i: usize| -> usize {
+            if i + 1 == labels::LIMIT_BOUNDS.len() {
+                usize::MAX
+            } else {
+                1 << i
+            }
+        };
+        for (i, le) in labels::LIMIT_BOUNDS.iter().enumerate() {
+            let b = bound(i);
+            let was = from.is_some_and(|v| v <= b);
+            let now = to.is_some_and(|v| v <= b);
+            if was != now {
+                let g = self.endpoint_limits.with_label_values(&[le]);
+                if now {
+                    g.inc();
+                } else {
+                    g.dec();
+                }
+            }
+        }
     }
 
     /// Creates the `wf_retries_scheduled_total{tier}` series of every delay in `schedule`

@@ -1,34 +1,47 @@
-//! Fan-out: one event from `workflows.fanout` becomes one delivery job per subscribed,
-//! active webhook of its organisation, each durably queued on `workflows.deliveries`
-//! before the event is acked. Invalid events go to `workflows.events.invalid` with the
-//! reason; nothing is dropped silently.
+//! Fan-out: one event from `workflows.fanout` becomes one delivery per subscribed, active
+//! webhook of its organisation, each first attempted right here (no second trip through
+//! the broker) or, when its endpoint cannot take it soon, queued durably with its
+//! attempt unspent, before the event is acked. Invalid events go to
+//! `workflows.events.invalid` with the reason; nothing is dropped silently.
+//!
+//! An event's deliveries are worked through, not started all at once: each asks its
+//! endpoint for admission in turn, and the attempts run concurrently within the worker's
+//! slots. However many webhooks an organisation has, what is in flight stays within
+//! `WF_WORKER_CONCURRENCY` and every delivery shares the one serialised payload.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::future::{join_all, try_join_all};
-use tracing::{debug, warn};
-use wf_broker::{routes, Incoming, PublishError, Publisher};
+use futures::stream::{FuturesUnordered, StreamExt};
+use tracing::{debug, warn, Instrument};
+use wf_broker::{routes, Incoming, Publisher};
 use wf_core::envelope::Event;
 use wf_core::messages::DeliveryJob;
-use wf_store::{NewDelivery, NewPayload};
+use wf_store::{NewDelivery, NewPayload, Subscription};
 use wf_telemetry::metrics;
 
 use crate::cache::SubscriptionCache;
+use crate::deliver::{delivery_span, Admitted, Deliverer, Origin};
+use crate::endpoints::Waiting;
 use crate::log::{DeliveryLog, LogRecord, Logged};
 
 /// What the fan-out step needs.
 pub struct Fanout {
     pub cache: SubscriptionCache,
     /// Makes each delivery's first attempt.
-    pub deliverer: Arc<crate::deliver::Deliverer>,
+    pub deliverer: Arc<Deliverer>,
     pub publisher: Publisher,
     pub log: DeliveryLog,
 }
 
+/// One delivery's work in progress: its job and what it came to.
+type Running<'a> = Pin<Box<dyn Future<Output = (DeliveryJob, anyhow::Result<Logged>)> + Send + 'a>>;
+
 impl Fanout {
     /// Handles one event message; acks it once its outcome is durable, nacks it (requeue)
     /// when a dependency failed so it is tried again.
-    pub async fn handle(self: Arc<Self>, msg: Incoming) {
+    pub async fn handle(self: Arc<Self>, mut msg: Incoming) {
         let result = match Event::from_amqp(&msg.body, msg.message_id.as_deref()) {
             Err(rejection) => {
                 self.reject(&msg, rejection.reason(), &rejection.to_string())
@@ -38,14 +51,17 @@ impl Fanout {
                 // Events the ingestor published (API ingest and its system events,
                 // source `http`) were counted there; the worker's own system events
                 // (`webhook.disabled` after a 410) are not ingested. Only what producers
-                // published straight to the exchange (no source header) is counted here.
+                // published straight to the exchange (no source) is counted here.
                 if routes::event_source(&msg).is_none() {
                     metrics()
                         .events_ingested
                         .with_label_values(&["amqp", event.event.as_str()])
                         .inc();
                 }
-                self.fan_out(&event).await
+                // The payload is all that is needed from here on: the message body may
+                // go while the deliveries are worked through.
+                msg.body = Vec::new();
+                self.fan_out(event).await
             }
         };
         match result {
@@ -75,19 +91,19 @@ impl Fanout {
 
     /// Fans `event` out and makes each first attempt; returns the receipts of everything
     /// logged on the way, which the event's ack waits for.
-    async fn fan_out(&self, event: &Event) -> anyhow::Result<Vec<Logged>> {
+    async fn fan_out(&self, mut event: Event) -> anyhow::Result<Vec<Logged>> {
         let subs = self.cache.for_event(&event.org_id, event.event).await?;
         if subs.is_empty() {
             debug!(event_id = %event.id, event = %event.event, "no subscribers");
             return Ok(Vec::new());
         }
         // Serialised once per event: every webhook and every attempt sends these bytes.
-        let body = String::from_utf8(event.payload()).expect("JSON is UTF-8");
+        let body: Arc<str> = String::from_utf8(event.payload())
+            .expect("JSON is UTF-8")
+            .into();
+        // The parsed data is not needed any more; the payload is.
+        event.data = Default::default();
         let now = chrono::Utc::now();
-        let jobs: Vec<DeliveryJob> = subs
-            .iter()
-            .map(|s| DeliveryJob::first(event, &s.webhook_id, body.clone()))
-            .collect();
         // Logged first: the payload must exist for any later retry or replay. The log may
         // lag; the deliveries never wait for it, only the event's ack does.
         let mut logged = Vec::with_capacity(subs.len() + 1);
@@ -96,39 +112,23 @@ impl Fanout {
                 .record(LogRecord::Payload(NewPayload {
                     org_id: event.org_id.clone(),
                     event_id: event.id.clone(),
-                    body,
+                    body: body.clone(),
                     event_ts_ms: event.timestamp.timestamp_millis(),
                     created_at: now,
                 }))
                 .await,
         );
-        // First attempts straight from here: one broker pass per delivery on the happy
-        // path. A delivery whose outcome could not be made durable is queued on
+        let mut fallback = Vec::new();
+        self.work_through(&event, &subs, &body, &mut logged, &mut fallback)
+            .await;
+        // A delivery whose outcome could not be made durable is queued on
         // `workflows.deliveries` instead; only if that fails too is the event nacked (and
         // fanned out again later: at least once, same delivery ids).
-        let outcomes = join_all(
-            subs.iter()
-                .zip(&jobs)
-                .map(|(sub, job)| self.deliverer.deliver_first(job, sub)),
-        )
-        .await;
-        let mut fallback: Vec<&DeliveryJob> = Vec::new();
-        for (job, outcome) in jobs.iter().zip(outcomes) {
-            match outcome {
-                Ok(l) => logged.push(l),
-                Err(e) => {
-                    warn!(error = %e, delivery_id = %job.v1().delivery_id, "first attempt not recorded; queueing the delivery");
-                    fallback.push(job);
-                }
-            }
+        for job in &fallback {
+            routes::queue_delivery(&self.publisher, job)
+                .await
+                .map_err(|e| anyhow::anyhow!("queueing deliveries: {e}"))?;
         }
-        try_join_all(
-            fallback
-                .iter()
-                .map(|j| routes::queue_delivery(&self.publisher, j)),
-        )
-        .await
-        .map_err(|e: PublishError| anyhow::anyhow!("queueing deliveries: {e}"))?;
         for job in fallback {
             let j = job.v1();
             let l = self
@@ -145,5 +145,83 @@ impl Fanout {
             logged.push(l);
         }
         Ok(logged)
+    }
+
+    /// Admits each delivery in turn (waiting, when its endpoint asks for a short wait,
+    /// before admitting the next) while the admitted ones run concurrently. Receipts go
+    /// to `logged`; the jobs whose outcome could not be made durable to `fallback`.
+    async fn work_through(
+        &self,
+        event: &Event,
+        subs: &[Subscription],
+        body: &Arc<str>,
+        logged: &mut Vec<Logged>,
+        fallback: &mut Vec<DeliveryJob>,
+    ) {
+        let d = &*self.deliverer;
+        let mut pending = subs.iter();
+        let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
+        let mut waiting: Option<(
+            DeliveryJob,
+            &Subscription,
+            wf_core::url_policy::WebhookUrl,
+            Waiting,
+        )> = None;
+        loop {
+            while waiting.is_none() {
+                let Some(sub) = pending.next() else { break };
+                let job = DeliveryJob::first(event, &sub.webhook_id, body.clone());
+                match d.admit(sub, Origin::Fanout) {
+                    Admitted::Send(url, permit) => running.push(Box::pin(async move {
+                        let span = delivery_span(job.v1());
+                        let r = d.attempt(&job, sub, &url, permit).instrument(span).await;
+                        (job, r)
+                    })),
+                    Admitted::Wait(url, w) => waiting = Some((job, sub, url, w)),
+                    Admitted::Hold(hold) => running.push(Box::pin(async move {
+                        let span = delivery_span(job.v1());
+                        let r = d
+                            .hold_back(&job, hold, Origin::Fanout)
+                            .instrument(span)
+                            .await;
+                        (job, r)
+                    })),
+                    Admitted::Blocked(why) => running.push(Box::pin(async move {
+                        let span = delivery_span(job.v1());
+                        let r = d.blocked(&job, sub, why).instrument(span).await;
+                        (job, r)
+                    })),
+                }
+            }
+            if waiting.is_none() && running.is_empty() {
+                return;
+            }
+            tokio::select! {
+                // Biased: finishing attempts frees slots the waiter may be granted.
+                biased;
+                Some((job, r)) = running.next(), if !running.is_empty() => match r {
+                    Ok(l) => logged.push(l),
+                    Err(e) => {
+                        warn!(error = %e, delivery_id = %job.v1().delivery_id, "first attempt not recorded; queueing the delivery");
+                        fallback.push(job);
+                    }
+                },
+                granted = async { waiting.as_mut().expect("some").3.wait().await }, if waiting.is_some() => {
+                    let (job, sub, url, _) = waiting.take().expect("some");
+                    running.push(match granted {
+                        Ok(permit) => Box::pin(async move {
+                            let span = delivery_span(job.v1());
+                            let r = d.attempt(&job, sub, &url, permit).instrument(span).await;
+                            (job, r)
+                        }),
+                        Err(hold) => Box::pin(async move {
+                            let span = delivery_span(job.v1());
+                            let r = d.hold_back(&job, hold, Origin::Fanout).instrument(span).await;
+                            (job, r)
+                        }),
+                    });
+                }
+            }
+        }
     }
 }

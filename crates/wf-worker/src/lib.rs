@@ -1,17 +1,18 @@
 //! `wf-worker`: consumes events, fans them out to subscribed webhooks, and delivers each
-//! one signed over HTTPS with durable retries and dead-lettering (SPEC §5, §6).
+//! one signed over HTTPS with durable retries and dead-lettering (README, "Retries, dead letters, replay"; docs/api.md).
 //!
 //! Stateless: everything it holds is also in RabbitMQ (work in progress, scheduled
 //! retries) or Postgres (subscriptions, the delivery log), so any worker may die at any
 //! instant and every delivery still happens at least once.
 #![forbid(unsafe_code)]
 
-pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod deliver;
+pub mod endpoints;
 pub mod fanout;
 pub mod log;
+pub mod signed;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,14 +31,9 @@ use wf_store::Store;
 
 use crate::cache::SubscriptionCache;
 use crate::client::{ClientConfig, DeliveryClient};
-use crate::deliver::Deliverer;
+use crate::deliver::{Deliverer, Fleet};
 use crate::fanout::Fanout;
 use crate::log::DeliveryLog;
-
-/// Requests in flight to one endpoint (scheme, host, port) at most: enough for a healthy
-/// receiver to take a worker's full throughput over keep-alive connections, few enough
-/// that one slow endpoint cannot occupy every worker slot.
-const PER_ENDPOINT_CONCURRENCY: usize = 64;
 
 /// Postgres connections per worker: the log writer, the subscription cache's loads and
 /// the disable-on-410 path; the pool hands out the most recently used first.
@@ -95,6 +91,8 @@ pub async fn run(
         internal.clone(),
     ));
 
+    let fleet = Fleet::default();
+    tokio::spawn(count_fleet(broker.clone(), fleet.clone(), internal.clone()));
     let deliverer = Arc::new(Deliverer {
         cache: cache.clone(),
         publisher: publisher.clone(),
@@ -103,10 +101,11 @@ pub async fn run(
         store: store.clone(),
         schedule: config.retry_schedule.clone(),
         allowed: config.allowed_target_cidrs.clone(),
-        endpoints: breaker::Endpoints::new(breaker::BreakerConfig {
-            per_endpoint_concurrency: PER_ENDPOINT_CONCURRENCY,
-            ..breaker::BreakerConfig::default()
-        }),
+        endpoints: endpoints::Endpoints::new(endpoints::Config::new(
+            usize::from(concurrency),
+            usize::from(config.endpoint_max_concurrency),
+        )),
+        fleet,
     });
     let fanout = Arc::new(Fanout {
         cache,
@@ -143,11 +142,14 @@ pub async fn run(
 
     let grace = config.shutdown_grace;
     let prefetch = prefetch_for(concurrency);
+    // Handlers are bounded by the prefetch, not by the worker's slots: a handler waiting
+    // for its endpoint holds no slot, and the endpoints' dispatcher bounds what is in
+    // flight to `WF_WORKER_CONCURRENCY`.
     let fanout_loop = consume_loop(
         broker.clone(),
         names::FANOUT_QUEUE,
         prefetch,
-        usize::from(concurrency),
+        usize::from(prefetch),
         fanout_alive,
         shutdown.clone(),
         grace,
@@ -157,7 +159,7 @@ pub async fn run(
         broker.clone(),
         names::DELIVERIES_QUEUE,
         prefetch,
-        usize::from(concurrency),
+        usize::from(prefetch),
         deliver_alive,
         shutdown.clone(),
         grace,
@@ -264,6 +266,24 @@ where
         info!(queue, "drained");
     }
     Ok(())
+}
+
+/// How often a worker counts the fleet (the consumers of `workflows.fanout`), which splits
+/// every webhook's `rateLimit` between the workers.
+const COUNT_FLEET_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps `fleet` up to date until `stop`. A count that fails keeps the last one.
+async fn count_fleet(broker: Broker, fleet: Fleet, stop: CancellationToken) {
+    loop {
+        match broker.consumer_count(names::FANOUT_QUEUE).await {
+            Ok(n) => fleet.set(n),
+            Err(e) => warn!(error = %e, "could not count the workers; keeping the last count"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(COUNT_FLEET_EVERY) => {}
+        }
+    }
 }
 
 /// How often a worker tries to prune the delivery log (one worker at a time does it).

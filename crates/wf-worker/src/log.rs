@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use wf_broker::Incoming;
-use wf_store::{AttemptRecord, NewDelivery, NewPayload, Store};
+use wf_store::{AttemptRecord, NewDelivery, NewPayload, Store, UnsentDead};
 use wf_telemetry::metrics;
 
 /// Estimated bytes of records buffered before senders wait: about a second of log at
@@ -39,6 +39,8 @@ pub enum LogRecord {
     Payload(NewPayload),
     Delivery(NewDelivery),
     Attempt(Box<AttemptRecord>),
+    /// A delivery given up unsent (`endpoint_unavailable`).
+    Unsent(Box<UnsentDead>),
 }
 
 impl LogRecord {
@@ -48,7 +50,8 @@ impl LogRecord {
         const FIXED: usize = 128;
         let bytes = match self {
             LogRecord::Payload(p) => {
-                p.body.capacity() + p.org_id.as_str().len() + p.event_id.as_str().len()
+                // Shared with the deliveries, but held alive by the log while buffered.
+                p.body.len() + p.org_id.as_str().len() + p.event_id.as_str().len()
             }
             LogRecord::Delivery(d) => {
                 d.id.as_str().len()
@@ -65,6 +68,7 @@ impl LogRecord {
                     + a.response_snippet.as_ref().map_or(0, String::capacity)
                     + std::mem::size_of::<AttemptRecord>()
             }
+            LogRecord::Unsent(u) => u.error.capacity() + std::mem::size_of::<UnsentDead>(),
         };
         // Never more than the whole budget, so one huge record cannot wait forever.
         (FIXED + bytes).min(BUDGET_BYTES)
@@ -196,6 +200,7 @@ struct Batch {
     payloads: Vec<NewPayload>,
     deliveries: Vec<NewDelivery>,
     attempts: Vec<AttemptRecord>,
+    unsent: Vec<UnsentDead>,
     /// Budget bytes held by the records in this batch.
     cost: usize,
     /// The receipts of this batch's records, resolved once it is written.
@@ -210,17 +215,19 @@ impl Batch {
             LogRecord::Payload(x) => self.payloads.push(x),
             LogRecord::Delivery(x) => self.deliveries.push(x),
             LogRecord::Attempt(x) => self.attempts.push(*x),
+            LogRecord::Unsent(x) => self.unsent.push(*x),
         }
     }
 
     fn len(&self) -> usize {
-        self.payloads.len() + self.deliveries.len() + self.attempts.len()
+        self.payloads.len() + self.deliveries.len() + self.attempts.len() + self.unsent.len()
     }
 
     fn clear(&mut self) {
         self.payloads.clear();
         self.deliveries.clear();
         self.attempts.clear();
+        self.unsent.clear();
     }
 
     /// Writes what is left, in dependency order; what was written is removed, so a retry
@@ -237,6 +244,10 @@ impl Batch {
         if !self.attempts.is_empty() {
             store.record_attempts(&self.attempts).await?;
             self.attempts.clear();
+        }
+        if !self.unsent.is_empty() {
+            store.record_unsent_dead(&self.unsent).await?;
+            self.unsent.clear();
         }
         Ok(())
     }

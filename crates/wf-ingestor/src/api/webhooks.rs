@@ -10,7 +10,6 @@ use serde_json::{json, Map, Value};
 use wf_core::events::{EventFilters, EventFiltersError, EventType};
 use wf_core::ids::WebhookId;
 use wf_core::url_policy::WebhookUrl;
-use wf_core::views::WebhookView;
 use wf_store::{NewWebhook, Webhook, WebhookPatch};
 
 use super::auth::Caller;
@@ -24,17 +23,58 @@ pub const MAX_NAME_CHARS: usize = 100;
 
 /// The Webhook object (docs/api.md, "Webhook"; no secret).
 pub fn webhook_json(w: &Webhook) -> Map<String, Value> {
-    WebhookView {
-        id: w.id.as_str(),
-        name: &w.name,
-        url: &w.url,
-        events: &w.events,
-        is_active: w.is_active,
-        disabled_reason: w.disabled_reason.as_deref(),
-        created_at: w.created_at,
-        updated_at: w.updated_at,
+    w.view().to_json()
+}
+
+/// The largest `rateLimit`, deliveries per second.
+pub const MAX_RATE_LIMIT: u64 = 10_000;
+
+/// The `rateLimit` field as given: absent (`None`), `null` (`Some(None)`) or a number.
+///
+/// # Errors
+/// `400 invalid_json` for any other type.
+fn rate_limit_field(
+    body: &Map<String, Value>,
+) -> Result<Option<Option<&serde_json::Number>>, ApiError> {
+    match body.get("rateLimit") {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::Number(n)) => Ok(Some(Some(n))),
+        Some(_) => {
+            Err(ApiError::bad_json("`rateLimit` must be an integer or null")
+                .with_field("rateLimit"))
+        }
     }
-    .to_json()
+}
+
+/// `rateLimit`'s rule: an integer from 1 to 10,000 deliveries per second, or `null` for
+/// no limit.
+///
+/// # Errors
+/// `422 invalid_rate_limit` otherwise.
+fn parse_rate_limit(
+    field: Option<Option<&serde_json::Number>>,
+) -> Result<Option<Option<u32>>, ApiError> {
+    let Some(value) = field else {
+        return Ok(None);
+    };
+    let Some(n) = value else {
+        return Ok(Some(None));
+    };
+    n.as_u64()
+        .filter(|v| (1..=MAX_RATE_LIMIT).contains(v))
+        .and_then(|v| u32::try_from(v).ok())
+        .map(|v| Some(Some(v)))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_rate_limit",
+                "rateLimit",
+                format!(
+                    "`rateLimit` must be an integer from 1 to {MAX_RATE_LIMIT} (deliveries \
+                     per second), or null for no limit"
+                ),
+            )
+        })
 }
 
 /// A name (webhook or API key): trimmed, 1..=100 Unicode scalar values.
@@ -96,11 +136,13 @@ pub async fn create(
     let url = opt_string(&body, "url")?;
     let events = opt_string_array(&body, "events")?;
     let is_active = opt_bool(&body, "isActive")?;
+    let rate_limit = rate_limit_field(&body)?;
     let new = NewWebhook {
         name: parse_name(name)?,
         url: parse_url(&state, url)?,
         events: parse_events(events)?,
         is_active: is_active.unwrap_or(true),
+        rate_limit: parse_rate_limit(rate_limit)?.flatten(),
     };
     let (webhook, secret) = state.store.create_webhook(&caller.org, new).await?;
     let public = webhook_json(&webhook);
@@ -213,6 +255,7 @@ pub async fn update(
     if present("isActive") && is_active.is_none() {
         return Err(ApiError::bad_json("`isActive` must be a boolean").with_field("isActive"));
     }
+    let rate_limit = rate_limit_field(&body)?;
     let patch = WebhookPatch {
         name: if present("name") {
             Some(parse_name(name)?)
@@ -230,6 +273,7 @@ pub async fn update(
             None
         },
         is_active,
+        rate_limit: parse_rate_limit(rate_limit)?,
     };
     let (before, after) = state
         .store

@@ -13,6 +13,7 @@ use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
 use super::{clean_text, col, ms, page_limit, parse_col, parse_event, Store};
 use crate::{
     cursor, Attempt, AttemptRecord, Delivery, DeliveryStatus, NewDelivery, Page, StoreError,
+    UnsentDead,
 };
 
 /// Cap on stored error messages and response snippets: enough to debug, bounded so a
@@ -251,6 +252,59 @@ impl Store {
                     &a_error,
                     &a_duration,
                     &a_snippet,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks deliveries `dead` that were given up without their next attempt being sent
+    /// (no attempt row is written: nothing was sent). A delivery whose log already shows
+    /// a later attempt is left alone, and a row that does not exist yet is created.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn record_unsent_dead(&self, rows: &[UnsentDead]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut latest: BTreeMap<&str, &UnsentDead> = BTreeMap::new();
+        for r in rows {
+            latest.insert(r.delivery_id.as_str(), r);
+        }
+        let ids: Vec<&str> = latest.keys().copied().collect();
+        let orgs: Vec<&str> = latest.values().map(|r| r.org_id.as_str()).collect();
+        let webhooks: Vec<&str> = latest.values().map(|r| r.webhook_id.as_str()).collect();
+        let events: Vec<&str> = latest.values().map(|r| r.event_id.as_str()).collect();
+        let types: Vec<&str> = latest.values().map(|r| r.event.as_str()).collect();
+        let counts: Vec<i32> = latest.values().map(|r| to_i32(r.attempts)).collect();
+        let errors: Vec<String> = latest
+            .values()
+            .map(|r| clean_text(&r.error, TEXT_CAP))
+            .collect();
+        let at: Vec<DateTime<Utc>> = latest.values().map(|r| r.at).collect();
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
+                 attempt_count, last_error, created_at, updated_at) \
+                 SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event, 'dead', \
+                 u.attempt_count, u.last_error, date_trunc('milliseconds', u.at), \
+                 date_trunc('milliseconds', u.at) \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::int[], $7::text[], $8::timestamptz[]) \
+                 AS u(id, org_id, webhook_id, event_id, event, attempt_count, last_error, at) \
+                 ON CONFLICT (id) DO UPDATE SET status = 'dead', \
+                 last_error = EXCLUDED.last_error, \
+                 updated_at = GREATEST(deliveries.updated_at, EXCLUDED.updated_at) \
+                 WHERE deliveries.attempt_count <= EXCLUDED.attempt_count",
+            )
+            .await?;
+        client
+            .execute(
+                &stmt,
+                &[
+                    &ids, &orgs, &webhooks, &events, &types, &counts, &errors, &at,
                 ],
             )
             .await?;

@@ -12,8 +12,8 @@ use crate::{DeliveryStatus, StoreError};
 pub struct NewPayload {
     pub org_id: OrgId,
     pub event_id: EventId,
-    /// The exact body every delivery of the event sends.
-    pub body: String,
+    /// The exact body every delivery of the event sends (shared with them).
+    pub body: std::sync::Arc<str>,
     pub event_ts_ms: i64,
     pub created_at: DateTime<Utc>,
 }
@@ -84,7 +84,7 @@ impl Store {
         sorted.dedup_by(|a, b| a.org_id == b.org_id && a.event_id == b.event_id);
         let orgs: Vec<&str> = sorted.iter().map(|r| r.org_id.as_str()).collect();
         let events: Vec<&str> = sorted.iter().map(|r| r.event_id.as_str()).collect();
-        let bodies: Vec<&str> = sorted.iter().map(|r| r.body.as_str()).collect();
+        let bodies: Vec<&str> = sorted.iter().map(|r| &*r.body).collect();
         let ts: Vec<i64> = sorted.iter().map(|r| r.event_ts_ms).collect();
         let created: Vec<DateTime<Utc>> = sorted.iter().map(|r| r.created_at).collect();
         let client = self.conn().await?;

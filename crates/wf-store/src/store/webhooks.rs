@@ -13,7 +13,8 @@ use crate::{cursor, NewWebhook, Page, StoreError, Subscription, Webhook, Webhook
 /// The columns [`webhook_from_row`] reads, in one place so every statement agrees.
 macro_rules! webhook_cols {
     () => {
-        "id, org_id, name, url, events, is_active, disabled_reason, created_at, updated_at"
+        "id, org_id, name, url, events, is_active, disabled_reason, rate_limit, created_at, \
+         updated_at"
     };
 }
 
@@ -21,7 +22,7 @@ macro_rules! webhook_cols {
 /// while it is valid, so no caller can sign with an expired one.
 macro_rules! subscription_cols {
     () => {
-        "id, org_id, url, secret_ciphertext, \
+        "id, org_id, url, rate_limit, secret_ciphertext, \
          CASE WHEN previous_expires_at > now() THEN previous_secret_ciphertext END \
          AS previous_secret_ciphertext"
     };
@@ -36,9 +37,19 @@ fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
         events: col(row, "events")?,
         is_active: col(row, "is_active")?,
         disabled_reason: col(row, "disabled_reason")?,
+        rate_limit: rate_limit_col(row)?,
         created_at: ms(col(row, "created_at")?),
         updated_at: ms(col(row, "updated_at")?),
     })
+}
+
+fn rate_limit_col(row: &Row) -> Result<Option<u32>, StoreError> {
+    let v: Option<i32> = col(row, "rate_limit")?;
+    v.map(|n| {
+        u32::try_from(n)
+            .map_err(|_| StoreError::decode(format_args!("rate_limit out of range: {n}")))
+    })
+    .transpose()
 }
 
 fn webhooks_page(rows: &[Row], limit: i64) -> Result<Page<Webhook>, StoreError> {
@@ -62,6 +73,10 @@ fn webhooks_page(rows: &[Row], limit: i64) -> Result<Page<Webhook>, StoreError> 
     Ok(Page { items, next_cursor })
 }
 
+fn to_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 impl Store {
     /// Creates a webhook with a fresh secret, returned here once (it is stored encrypted
     /// and only ever decrypted for signing). Creates the organisation if needed.
@@ -81,8 +96,8 @@ impl Store {
         let stmt = client
             .prepare_cached(concat!(
                 "INSERT INTO webhooks (id, org_id, name, url, events, is_active, secret_ciphertext, \
-                 created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, \
+                 rate_limit, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
                  date_trunc('milliseconds', now()), date_trunc('milliseconds', now())) \
                  RETURNING ",
                 webhook_cols!()
@@ -99,6 +114,7 @@ impl Store {
                     &new.events,
                     &new.is_active,
                     &sealed,
+                    &new.rate_limit.map(to_i32),
                 ],
             )
             .await?;
@@ -218,6 +234,7 @@ impl Store {
                  events = COALESCE($4::text[], events), \
                  is_active = COALESCE($5::boolean, is_active), \
                  disabled_reason = CASE WHEN $5::boolean THEN NULL ELSE disabled_reason END, \
+                 rate_limit = CASE WHEN $6::boolean THEN $7::int ELSE rate_limit END, \
                  updated_at = date_trunc('milliseconds', now()) \
                  WHERE id = $1 RETURNING ",
                 webhook_cols!()
@@ -232,6 +249,8 @@ impl Store {
                     &patch.url,
                     &patch.events,
                     &patch.is_active,
+                    &patch.rate_limit.is_some(),
+                    &patch.rate_limit.flatten().map(to_i32),
                 ],
             )
             .await?;
@@ -382,6 +401,7 @@ impl Store {
             .map(|sealed| self.secrets.open(&webhook_id, sealed))
             .transpose()?;
         Ok(Subscription {
+            rate_limit: rate_limit_col(row)?,
             org_id: parse_col(row, "org_id", OrgId::parse)?,
             url: col(row, "url")?,
             webhook_id,

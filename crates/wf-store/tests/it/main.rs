@@ -116,6 +116,7 @@ fn new_webhook(name: &str, events: &[&str], is_active: bool) -> NewWebhook {
         url: format!("https://example.com/hooks/{name}"),
         events: events.iter().map(|s| s.to_string()).collect(),
         is_active,
+        rate_limit: None,
     }
 }
 
@@ -1207,7 +1208,7 @@ async fn replay_items_rebuild_jobs_and_pruning_applies_retention() {
         (3, 2),
         "numbered after the last attempt"
     );
-    assert_eq!(j.body, "{\"new\":2}");
+    assert_eq!(&*j.body, "{\"new\":2}");
     // Another organisation sees nothing; a time window filters on creation.
     let other = org("org_other");
     let none = s

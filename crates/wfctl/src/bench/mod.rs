@@ -306,6 +306,7 @@ async fn bench(
                             url: receiver.url(i),
                             events: vec![EVENT_TYPE.to_owned()],
                             is_active: true,
+                            rate_limit: None,
                         },
                     )
                     .await?;
