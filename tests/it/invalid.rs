@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 use wf_broker::{names, HeaderValue, OutgoingMessage};
 
-use crate::harness::{eventually, Stack};
+use wf_testkit::eventually;
+
+use crate::harness::Stack;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_amqp_events_are_dead_lettered_with_reasons() {

@@ -1,5 +1,6 @@
-//! End-to-end tests: the real ingestor and worker, in-process, against the real Postgres
-//! and RabbitMQ of this machine, delivering to a real HTTPS receiver on loopback.
+//! End-to-end tests: the real ingestor and worker, in-process or as child processes,
+//! against the real Postgres and RabbitMQ of this machine, delivering to a real HTTPS
+//! receiver on loopback.
 
 mod api;
 mod deploy;
@@ -11,3 +12,4 @@ mod outbox;
 mod pipeline;
 mod process;
 mod retries;
+mod webhook_rules;

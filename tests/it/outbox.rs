@@ -13,7 +13,9 @@ use wf_core::ids::{EventId, OrgId};
 use wf_service::outbox::{emit, relay_once, Emitted};
 use wf_store::Store;
 
-use crate::harness::{refuse_events, Database, Vhost};
+use wf_testkit::{Database, Vhost};
+
+use crate::harness::refuse_events;
 
 fn topology() -> Topology {
     Topology {
@@ -40,7 +42,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let db = Database::new();
+    let db = Database::create().await;
     wf_store::migrate(&db.url()).await.unwrap();
     let store = Store::connect(&db.url(), [7; 32], 4).await.unwrap();
     let vhost = Vhost::create();

@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use wf_broker::{names, OutgoingMessage};
 
-use crate::harness::{eventually, refuse_events, seed_verify, standard_verify, Recorded, Stack};
+use wf_testkit::signature::{seed_verify, standard_verify};
+use wf_testkit::{eventually, Recorded};
+
+use crate::harness::{refuse_events, Stack};
 
 fn assert_signed_delivery(r: &Recorded, secret: &str, event: &str, attempt: &str) {
     assert!(
