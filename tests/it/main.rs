@@ -2,7 +2,9 @@
 //! against the real Postgres and RabbitMQ of this machine, delivering to a real HTTPS
 //! receiver on loopback.
 
+mod amqp;
 mod api;
+mod dead_letters;
 mod deploy;
 mod harness;
 mod invalid;
