@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
 };
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -75,6 +75,11 @@ impl Amqp {
             || self.get(queue),
         )
         .await
+    }
+
+    /// Acknowledges `d`: it leaves its queue for good.
+    pub async fn ack(d: &Delivery) {
+        d.ack(BasicAckOptions::default()).await.expect("basic.ack");
     }
 
     /// Hands `d` back to its queue, as a consumer that gave up on it would.
