@@ -18,6 +18,7 @@ build: ## release build of every binary
 	$(CARGO) build --release --workspace
 
 test: services ## what CI runs: fmt check, clippy -D warnings, all tests
+	$(SERVICES) test-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace

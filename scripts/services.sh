@@ -3,6 +3,8 @@
 #
 #   scripts/services.sh up          install (Debian, if missing) and start PostgreSQL and
 #                                   RabbitMQ, wait until both accept connections; idempotent
+#   scripts/services.sh test-tools  (make test) install what the tests run besides the
+#                                   services (promtool), or fail saying what is missing
 #   scripts/services.sh status      say whether each dependency is reachable
 #   scripts/services.sh start-app   (make run) start target/release/wf-ingestor and wf-worker
 #                                   in the background, wait for /readyz, create a demo API key
@@ -167,23 +169,40 @@ rust_components() {
     fi
 }
 
-# promtool validates deploy/prometheus/alerts.yml in the test suite; Debian ships it in
-# the `prometheus` package. Best effort: without it that one check says so and passes.
+# kill(1) sends the SIGTERMs of `wfctl bench` and of the process tests (the workspace
+# forbids the unsafe libc call); minimal Debian images ship without procps. `type -P`
+# looks on PATH only, past bash's builtin kill.
+procps_present() {
+    type -P kill >/dev/null 2>&1 || apt_install procps
+}
+
+# promtool checks and unit-tests deploy/prometheus/alerts.yml in the test suite; Debian
+# ships it in the `prometheus` package.
 promtool_present() {
     command -v promtool >/dev/null 2>&1 && return 0
-    if command -v apt-get >/dev/null 2>&1; then
-        apt_install prometheus || log "could not install prometheus (promtool); alert rules will not be checked"
-        # The package enables a Prometheus server; tests need only the promtool binary.
-        pkill -x prometheus >/dev/null 2>&1 || true
-    fi
+    apt_install prometheus
+    # The package enables a Prometheus server; tests need only the promtool binary.
+    pkill -x prometheus >/dev/null 2>&1 || true
+    command -v promtool >/dev/null 2>&1 || die "promtool is not on PATH after installing prometheus"
 }
 
 cmd_up() {
     postgres_up
     rabbitmq_up
     rust_components
-    promtool_present
+    procps_present
+    # Needed by `make test` only (test-tools), so a machine that cannot install it can
+    # still `make run`.
+    (promtool_present) || log "promtool is missing; \`make test\` needs it (Debian package prometheus)"
     log "PostgreSQL ($PG_HOST:$PG_PORT) and RabbitMQ ($AMQP_HOST:$AMQP_PORT) are up"
+}
+
+# What the test suite runs besides the services; a test that needs a missing tool fails
+# rather than skipping, so install it or stop here.
+cmd_test_tools() {
+    procps_present
+    promtool_present
+    log "test tools: $(command -v promtool), $(type -P kill)"
 }
 
 cmd_status() {
@@ -314,11 +333,12 @@ EOF
 
 case "${1:-}" in
     up) cmd_up ;;
+    test-tools) cmd_test_tools ;;
     status) cmd_status ;;
     start-app) cmd_start_app ;;
     stop-app) cmd_stop_app ;;
     *)
-        echo "usage: $0 up|status|start-app|stop-app" >&2
+        echo "usage: $0 up|test-tools|status|start-app|stop-app" >&2
         exit 2
         ;;
 esac

@@ -5,17 +5,20 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
-use wf_broker::{names, HeaderValue, OutgoingMessage};
+use wf_testkit::eventually;
 
-use crate::harness::{eventually, Stack};
+use crate::amqp::{header_str, Amqp};
+use crate::harness::Stack;
+
+/// The exchange upstream services publish their events to.
+const EVENTS: &str = "workflows.events";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_amqp_events_are_dead_lettered_with_reasons() {
     let stack = Stack::start().await;
     let (org, key) = stack.new_org().await;
     let _ = stack.webhook(&key, "/after", &["alert.created"]).await;
-    let broker = stack.broker().await;
-    let publisher = broker.publisher().await.unwrap();
+    let amqp = Amqp::connect(&stack.vhost).await;
 
     let oversized =
         json!({"event": "alert.created", "orgId": org, "data": {"blob": "x".repeat(300 * 1024)}})
@@ -44,32 +47,12 @@ async fn malformed_amqp_events_are_dead_lettered_with_reasons() {
         ("alert.created", b"[]".to_vec(), "not_an_object"),
     ];
     for (rk, body, _) in &bad {
-        publisher
-            .publish(OutgoingMessage {
-                exchange: names::EVENTS_EXCHANGE,
-                routing_key: rk,
-                body,
-                message_id: None,
-                headers: vec![],
-                mandatory: true,
-            })
-            .await
-            .unwrap();
+        amqp.publish(EVENTS, rk, body).await;
     }
     // The worker is still delivering good events after all that.
-    publisher
-        .publish(OutgoingMessage {
-            exchange: names::EVENTS_EXCHANGE,
-            routing_key: "alert.created",
-            body: json!({"event": "alert.created", "orgId": org, "data": {"ok": true}})
-                .to_string()
-                .as_bytes(),
-            message_id: None,
-            headers: vec![],
-            mandatory: true,
-        })
-        .await
-        .unwrap();
+    let good = json!({"event": "alert.created", "orgId": org, "data": {"ok": true}});
+    amqp.publish(EVENTS, "alert.created", good.to_string().as_bytes())
+        .await;
     let got = stack.receiver.wait_for("/after", 1).await;
     assert_eq!(got[0].json()["data"]["ok"], true);
 
@@ -79,13 +62,13 @@ async fn malformed_amqp_events_are_dead_lettered_with_reasons() {
         "all invalid events in workflows.events.invalid",
         Duration::from_secs(15),
         || {
-            let (broker, reasons, want) = (&broker, reasons.clone(), &want);
+            let (amqp, reasons, want) = (&amqp, reasons.clone(), &want);
             async move {
-                while let Some(m) = broker.get(names::INVALID_QUEUE).await.unwrap() {
-                    if let Some(HeaderValue::Str(r)) = m.headers.get("x-wf-reason") {
-                        reasons.lock().unwrap().insert(r.clone());
+                while let Some(m) = amqp.get("workflows.events.invalid").await {
+                    if let Some(r) = header_str(&m, "x-wf-reason") {
+                        reasons.lock().unwrap().insert(r);
                     }
-                    m.ack().await.unwrap();
+                    Amqp::ack(&m).await;
                 }
                 let got = reasons.lock().unwrap();
                 want.iter().all(|r| got.contains(*r)).then_some(())
@@ -95,5 +78,5 @@ async fn malformed_amqp_events_are_dead_lettered_with_reasons() {
     .await;
     let reasons = reasons.lock().unwrap().clone();
     assert_eq!(reasons.len(), bad.len(), "{reasons:?}");
-    broker.close().await;
+    amqp.close().await;
 }

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
 use wf_core::ids::{EventId, OrgId};
 use wf_store::{NewPayload, Store};
 use wf_worker::log::{DeliveryLog, LogRecord, BUDGET_BYTES};
 
-use crate::harness::Database;
+use wf_testkit::Database;
 
 fn payload(i: usize, body: &str) -> LogRecord {
     LogRecord::Payload(NewPayload {
@@ -26,13 +25,12 @@ fn payload(i: usize, body: &str) -> LogRecord {
 /// is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_log_applies_back_pressure_at_its_byte_budget_and_loses_nothing() {
-    let db = Database::new();
+    let db = Database::create().await;
     wf_store::migrate(&db.url()).await.unwrap();
     let store = Store::connect(&db.url(), [7; 32], 4).await.unwrap();
     let (log, writer) = DeliveryLog::start(store.clone());
 
-    let (locker, conn) = tokio_postgres::connect(&db.url(), NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let locker = db.connect().await;
     locker
         .batch_execute("BEGIN; LOCK TABLE event_payloads IN ACCESS EXCLUSIVE MODE")
         .await

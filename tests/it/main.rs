@@ -1,7 +1,10 @@
-//! End-to-end tests: the real ingestor and worker, in-process, against the real Postgres
-//! and RabbitMQ of this machine, delivering to a real HTTPS receiver on loopback.
+//! End-to-end tests: the real ingestor and worker, in-process or as child processes,
+//! against the real Postgres and RabbitMQ of this machine, delivering to a real HTTPS
+//! receiver on loopback.
 
+mod amqp;
 mod api;
+mod dead_letters;
 mod deploy;
 mod harness;
 mod invalid;
@@ -11,3 +14,4 @@ mod outbox;
 mod pipeline;
 mod process;
 mod retries;
+mod webhook_rules;

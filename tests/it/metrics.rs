@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use wf_testkit::prometheus::CONTRACT_METRICS;
+
 use crate::harness::{http_request, Stack};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -28,18 +30,8 @@ async fn ops_endpoints_serve_every_spec_metric() {
         let (s, text) = http_request(ops, "GET", "/metrics", None, None).await;
         assert_eq!(s, 200);
         let text = text.as_str().unwrap_or_default().to_owned();
-        for name in [
-            "wf_events_ingested_total",
-            "wf_events_rejected_total",
-            "wf_deliveries_total",
-            "wf_delivery_attempts_total",
-            "wf_delivery_duration_seconds",
-            "wf_event_to_delivery_seconds",
-            "wf_deliveries_in_flight",
-            "wf_subscription_cache_requests_total",
-            "wf_circuit_open_endpoints",
-            "process_resident_memory_bytes",
-        ] {
+        let names = CONTRACT_METRICS.map(|(name, _)| name);
+        for name in names.into_iter().chain(["process_resident_memory_bytes"]) {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} missing from {ops}"

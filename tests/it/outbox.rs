@@ -13,7 +13,9 @@ use wf_core::ids::{EventId, OrgId};
 use wf_service::outbox::{emit, relay_once, Emitted};
 use wf_store::Store;
 
-use crate::harness::{refuse_events, Database, Vhost};
+use wf_testkit::{Database, Vhost};
+
+use crate::harness::refuse_events;
 
 fn topology() -> Topology {
     Topology {
@@ -40,7 +42,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let db = Database::new();
+    let db = Database::create().await;
     wf_store::migrate(&db.url()).await.unwrap();
     let store = Store::connect(&db.url(), [7; 32], 4).await.unwrap();
     let vhost = Vhost::create();
@@ -127,51 +129,5 @@ async fn an_event_the_broker_refuses_is_parked_and_the_relay_publishes_it_later(
     assert_eq!(body, ev.to_wire());
     assert_eq!(s.store.parked_events().await.unwrap(), 0);
     let _ = conn.close(200, "done".into()).await;
-    s.broker.close().await;
-}
-
-/// A claimed event is leased: a second relay does not get it until the lease is over,
-/// and an event not yet due (its emitter is still publishing it) is not claimed at all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claimed_events_are_leased_and_fresh_ones_wait_for_their_emitter() {
-    let s = setup().await;
-    let org = OrgId::parse("org_outbox").unwrap();
-    let park = |due_in| {
-        let (store, org) = (&s.store, &org);
-        async move {
-            store
-                .park_event(
-                    org,
-                    &EventId::generate(),
-                    EventType::WebhookCreated,
-                    "{}",
-                    "http",
-                    due_in,
-                )
-                .await
-                .unwrap()
-        }
-    };
-    let due = park(Duration::ZERO).await;
-    park(Duration::from_secs(30)).await;
-
-    let lease = Duration::from_secs(1);
-    let first = s.store.claim_parked_events(10, lease).await.unwrap();
-    assert_eq!(first.iter().map(|p| p.id).collect::<Vec<_>>(), vec![due]);
-    assert_eq!(first[0].attempts, 1);
-    assert!(s
-        .store
-        .claim_parked_events(10, lease)
-        .await
-        .unwrap()
-        .is_empty());
-    tokio::time::sleep(lease + Duration::from_millis(200)).await;
-    let again = s.store.claim_parked_events(10, lease).await.unwrap();
-    assert_eq!(again.iter().map(|p| p.id).collect::<Vec<_>>(), vec![due]);
-    assert_eq!(again[0].attempts, 2);
-
-    s.store.unpark_event(due).await.unwrap();
-    s.store.unpark_event(due).await.unwrap(); // already gone: not an error
-    assert_eq!(s.store.parked_events().await.unwrap(), 1);
     s.broker.close().await;
 }

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wf_broker::{names, OutgoingMessage};
 
-use crate::harness::{eventually, refuse_events, seed_verify, standard_verify, Recorded, Stack};
+use wf_testkit::signature::{seed_verify, standard_verify};
+use wf_testkit::{eventually, Recorded};
+
+use crate::amqp::Amqp;
+use crate::harness::{refuse_events, Stack};
 
 fn assert_signed_delivery(r: &Recorded, secret: &str, event: &str, attempt: &str) {
     assert!(
@@ -68,22 +71,12 @@ async fn http_and_amqp_events_are_delivered_signed() {
     assert_eq!(std::str::from_utf8(&r.body).unwrap(), expected);
 
     // Straight onto the exchange, as an upstream service would.
-    let broker = stack.broker().await;
-    let publisher = broker.publisher().await.unwrap();
+    let amqp = Amqp::connect(&stack.vhost).await;
     let amqp_body = json!({"id": "evt_from_amqp_1", "event": "csv.uploaded", "orgId": org,
                            "data": {"file": "q3.csv", "rows": 1200}})
     .to_string();
-    publisher
-        .publish(OutgoingMessage {
-            exchange: names::EVENTS_EXCHANGE,
-            routing_key: "csv.uploaded",
-            body: amqp_body.as_bytes(),
-            message_id: None,
-            headers: vec![],
-            mandatory: true,
-        })
-        .await
-        .unwrap();
+    amqp.publish("workflows.events", "csv.uploaded", amqp_body.as_bytes())
+        .await;
     let got = stack.receiver.wait_for("/hook", 2).await;
     let r = &got[1];
     assert_signed_delivery(r, &secret, "csv.uploaded", "1");
@@ -93,7 +86,7 @@ async fn http_and_amqp_events_are_delivered_signed() {
     assert_eq!(v["data"], json!({"file": "q3.csv", "rows": 1200}));
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["event", "orgId", "timestamp", "data"]);
-    broker.close().await;
+    amqp.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,47 +6,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, seed_verify, Stack};
+use wf_testkit::eventually;
+use wf_testkit::signature::seed_verify;
 
-async fn post_event(stack: &Stack, key: &str, event: &str, data: Value) {
-    let (s, b) = stack
-        .api(
-            "POST",
-            "/api/v1/events",
-            Some(key),
-            Some(json!({"event": event, "data": data})),
-        )
-        .await;
-    assert_eq!(s, 202, "{b}");
-}
-
-/// Polls the delivery log until a delivery of `webhook` has `status`.
-pub async fn wait_status(
-    stack: &Stack,
-    key: &str,
-    webhook: &str,
-    status: &str,
-    n: usize,
-) -> Vec<Value> {
-    eventually(
-        &format!("{n} deliveries of {webhook} with status {status}"),
-        Duration::from_secs(30),
-        || async move {
-            let (s, b) = stack
-                .api(
-                    "GET",
-                    &format!("/api/v1/webhooks/{webhook}/deliveries?status={status}"),
-                    Some(key),
-                    None,
-                )
-                .await;
-            assert_eq!(s, 200, "{b}");
-            let items = b["data"].as_array().cloned().unwrap_or_default();
-            (items.len() >= n).then_some(items)
-        },
-    )
-    .await
-}
+use crate::harness::{create_webhook, post_event, wait_status, Stack, StackOpts};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fails_twice_then_delivered_on_attempt_three() {
@@ -122,7 +85,7 @@ async fn worker_stopped_with_retries_pending_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failure_kinds_are_logged_with_their_error() {
-    let stack = Stack::start_with(crate::harness::StackOpts {
+    let stack = Stack::start_with(StackOpts {
         retry_schedule: "1s",
         delivery_timeout: "500ms",
         ..Default::default()
@@ -136,10 +99,16 @@ async fn failure_kinds_are_logged_with_their_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
-    let (refused, _) = create(&stack, &key, &format!("https://127.0.0.1:{closed_port}/x")).await;
+    let (refused, _) = create_webhook(
+        &stack,
+        &key,
+        &format!("https://127.0.0.1:{closed_port}/x"),
+        &["alert.created"],
+    )
+    .await;
     // TLS failure: a second receiver whose certificate nobody trusts.
-    let untrusted = crate::harness::Receiver::start().await;
-    let (tls, _) = create(&stack, &key, &untrusted.url("/tls")).await;
+    let untrusted = wf_testkit::Receiver::start().await;
+    let (tls, _) = create_webhook(&stack, &key, &untrusted.url("/tls"), &["alert.created"]).await;
     // Timeout: a listener that accepts and never answers.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_port = silent.local_addr().unwrap().port();
@@ -149,10 +118,11 @@ async fn failure_kinds_are_logged_with_their_error() {
             held.push(s);
         }
     });
-    let (timeout, _) = create(
+    let (timeout, _) = create_webhook(
         &stack,
         &key,
         &format!("https://127.0.0.1:{silent_port}/slow"),
+        &["alert.created"],
     )
     .await;
 
@@ -177,22 +147,6 @@ async fn failure_kinds_are_logged_with_their_error() {
         assert!(ok, "{want}: {d}");
     }
     assert_eq!(stack.receiver.requests("/moved").len(), 2);
-}
-
-async fn create(stack: &Stack, key: &str, url: &str) -> (String, String) {
-    let (s, b) = stack
-        .api(
-            "POST",
-            "/api/v1/webhooks",
-            Some(key),
-            Some(json!({"name": "k", "url": url, "events": ["alert.created"]})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    (
-        b["data"]["id"].as_str().unwrap().to_owned(),
-        b["data"]["secret"].as_str().unwrap().to_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -336,7 +290,7 @@ async fn manual_retry_resends_one_delivery_now() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deactivated_webhook_pending_retries_are_dropped() {
-    let stack = Stack::start_with(crate::harness::StackOpts {
+    let stack = Stack::start_with(StackOpts {
         retry_schedule: "2s",
         ..Default::default()
     })
@@ -375,7 +329,7 @@ async fn deactivated_webhook_pending_retries_are_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_endpoint_opens_its_circuit_without_slowing_others() {
-    let stack = Stack::start_with(crate::harness::StackOpts {
+    let stack = Stack::start_with(StackOpts {
         retry_schedule: "1h",
         ..Default::default()
     })

@@ -9,7 +9,8 @@ const WAIT: Duration = Duration::from_secs(15);
 /// channel is an error, and the publisher carries on on a fresh channel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_and_publisher_survive_a_forced_connection_close() {
-    let (url, vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect_with_topology(&url, "survivor").await;
     let publisher = broker.publisher().await.unwrap();
     let mut consumer = broker
@@ -68,7 +69,8 @@ async fn consumer_and_publisher_survive_a_forced_connection_close() {
 /// recovers without traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_broker_reconnects_by_itself() {
-    let (url, vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "idle").await;
     assert!(broker.is_connected());
     // Peer ports of this vhost's connections: a new port means a new connection.
@@ -118,7 +120,8 @@ fn negotiated_frame_max(vhost: &str) -> Vec<u32> {
 /// body several frames long still arrives whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_default_to_32_kib_and_the_url_can_override_it() {
-    let (url, vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect_with_topology(&url, "frames").await;
     assert_eq!(negotiated_frame_max(&vhost.name), vec![DEFAULT_FRAME_MAX]);
     let publisher = broker.publisher().await.unwrap();

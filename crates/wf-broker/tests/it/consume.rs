@@ -14,7 +14,8 @@ fn topology(queue_type: QueueType) -> Topology {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_ack_and_nack_with_requeue_redelivers() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "consume").await;
     broker
         .declare_topology(&topology(QueueType::Quorum))
@@ -72,7 +73,8 @@ async fn consume_ack_and_nack_with_requeue_redelivers() {
 /// dead-lettered by the quorum queue's delivery limit instead of cycling forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_delivery_lands_in_the_dead_queue_after_the_delivery_limit() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "poison").await;
     broker
         .declare_topology(&topology(QueueType::Quorum))
@@ -115,7 +117,8 @@ async fn poison_delivery_lands_in_the_dead_queue_after_the_delivery_limit() {
 }
 
 async fn nack_without_requeue_dead_letters(queue_type: QueueType) {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "nack-dead").await;
     broker
         .declare_topology(&topology(queue_type))
@@ -170,7 +173,8 @@ async fn nack_without_requeue_dead_letters_on_classic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_requeues_prefetched_and_keeps_handed_out_deliveries_settleable() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "cancel").await;
     broker
         .declare_topology(&topology(QueueType::Quorum))
@@ -212,7 +216,8 @@ async fn cancel_requeues_prefetched_and_keeps_handed_out_deliveries_settleable()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_purge_and_depth() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "get-purge").await;
     broker
         .declare_topology(&topology(QueueType::Classic))

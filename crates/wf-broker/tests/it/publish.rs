@@ -14,7 +14,8 @@ fn quorum() -> Topology {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishes_are_pipelined_and_all_confirmed() {
     const N: usize = 2000;
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "pipelined").await;
     broker.declare_topology(&quorum()).await.unwrap();
     let publisher = broker.publisher().await.unwrap();
@@ -57,7 +58,8 @@ async fn concurrent_publishes_are_pipelined_and_all_confirmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_mandatory_messages_are_errors() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "unroutable").await;
     broker.declare_topology(&quorum()).await.unwrap();
     let publisher = broker.publisher().await.unwrap();
@@ -98,7 +100,8 @@ async fn unroutable_mandatory_messages_are_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returns_reach_their_own_publish_when_interleaved() {
     const N: usize = 3000;
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "interleaved").await;
     broker
         .declare_topology(&Topology {
@@ -145,7 +148,8 @@ async fn returns_reach_their_own_publish_when_interleaved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_channel_fails_the_publish_and_the_next_one_gets_a_fresh_channel() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "fresh-channel").await;
     broker.declare_topology(&quorum()).await.unwrap();
     let publisher = broker.publisher().await.unwrap();
@@ -171,7 +175,8 @@ async fn a_closed_channel_fails_the_publish_and_the_next_one_gets_a_fresh_channe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlong_names_are_rejected_without_panicking() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "overlong").await;
     let publisher = broker.publisher().await.unwrap();
     let long = "k".repeat(300);
@@ -192,7 +197,8 @@ async fn overlong_names_are_rejected_without_panicking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_events_go_through_the_events_exchange() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "system-event").await;
     broker.declare_topology(&quorum()).await.unwrap();
     let publisher = broker.publisher().await.unwrap();

@@ -9,8 +9,9 @@ use wf_broker::{names, Broker, Incoming};
 const WAIT: Duration = Duration::from_secs(15);
 
 /// `messages_unacknowledged` of the deliveries queue, from the broker itself.
-fn unacked(vhost: &str) -> u64 {
-    queue_column(vhost, "messages_unacknowledged")
+fn unacked(vhost: &Vhost) -> u64 {
+    vhost
+        .queue_column("messages_unacknowledged")
         .into_iter()
         .find(|(name, _)| name == names::DELIVERIES_QUEUE)
         .and_then(|(_, n)| n.parse().ok())
@@ -19,7 +20,7 @@ fn unacked(vhost: &str) -> u64 {
 
 /// Waits until the broker holds nothing unacked on the deliveries queue, then checks the
 /// queue is empty too: every message was acked, none requeued.
-async fn all_acked(broker: &Broker, vhost: &str, what: &str) {
+async fn all_acked(broker: &Broker, vhost: &Vhost, what: &str) {
     eventually(what, WAIT, || async { unacked(vhost) == 0 }).await;
     assert_eq!(depth(broker, names::DELIVERIES_QUEUE).await, 0);
 }
@@ -59,18 +60,19 @@ async fn setup(url: &str, name: &str, n: usize) -> (Broker, wf_broker::Consumer,
 /// refused (an unknown or already-acked tag) would have closed it and requeued messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_order_acks_are_neither_held_behind_a_slow_delivery_nor_rejected() {
-    let (url, vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let (broker, mut consumer, mut got) = setup(&url, "settle-order", 30).await;
     let oldest = got.remove(0);
     for m in got.iter().rev() {
         m.ack().await.unwrap();
     }
     eventually("all but the oldest acked", WAIT, || async {
-        unacked(&vhost.name) == 1
+        unacked(&vhost) == 1
     })
     .await;
     oldest.ack().await.unwrap();
-    all_acked(&broker, &vhost.name, "everything acked").await;
+    all_acked(&broker, &vhost, "everything acked").await;
 
     // In-order acks (the common case) are covered by multiple-acks; still all settled.
     let publisher = broker.publisher().await.unwrap();
@@ -87,7 +89,7 @@ async fn out_of_order_acks_are_neither_held_behind_a_slow_delivery_nor_rejected(
     assert!(!a.redelivered, "the channel survived: nothing was requeued");
     a.ack().await.unwrap();
     b.ack().await.unwrap();
-    all_acked(&broker, &vhost.name, "the late ones acked").await;
+    all_acked(&broker, &vhost, "the late ones acked").await;
     broker.close().await;
 }
 
@@ -95,7 +97,8 @@ async fn out_of_order_acks_are_neither_held_behind_a_slow_delivery_nor_rejected(
 /// stays open), and the acks behind it are not held up by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_delivery_is_requeued_and_does_not_block_later_acks() {
-    let (url, vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let (broker, mut consumer, mut got) = setup(&url, "settle-drop", 3).await;
     let first = got.remove(0);
     drop(first);
@@ -108,7 +111,7 @@ async fn a_dropped_delivery_is_requeued_and_does_not_block_later_acks() {
     assert_eq!(again.body, b"0");
     assert!(again.redelivered);
     again.ack().await.unwrap();
-    all_acked(&broker, &vhost.name, "everything acked").await;
+    all_acked(&broker, &vhost, "everything acked").await;
     broker.close().await;
 }
 
@@ -116,7 +119,8 @@ async fn a_dropped_delivery_is_requeued_and_does_not_block_later_acks() {
 /// connection goes: only the one never acked comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_sends_the_acks_still_waiting() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let (broker, consumer, mut got) = setup(&url, "settle-close", 20).await;
     let oldest = got.remove(0);
     for m in &got {

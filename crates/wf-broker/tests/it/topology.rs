@@ -11,7 +11,8 @@ fn topology(queue_type: QueueType, retry_delays: Vec<Duration>) -> Topology {
 }
 
 async fn declared_twice(queue_type: QueueType) {
-    let (url, vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "topology-twice").await;
     let delays = vec![
         Duration::from_secs(5),
@@ -41,7 +42,7 @@ async fn declared_twice(queue_type: QueueType) {
     for q in &expected {
         assert_eq!(depth(&broker, q).await, 0, "{q}");
     }
-    let mut actual = queue_types(&vhost.name);
+    let mut actual = vhost.queue_column("type");
     actual.sort();
     expected.sort();
     assert_eq!(
@@ -67,7 +68,8 @@ async fn classic_topology_can_be_declared_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_redeclaration_names_the_queue() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "topology-conflict").await;
     broker
         .declare_topology(&topology(QueueType::Classic, vec![Duration::from_secs(5)]))
@@ -95,7 +97,8 @@ async fn conflicting_redeclaration_names_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_queue_dead_letters_back_to_deliveries_after_its_ttl() {
-    let (url, _vhost) = test_vhost();
+    let vhost = Vhost::create();
+    let url = vhost.url();
     let broker = connect(&url, "retry-ttl").await;
     let delay = Duration::from_millis(300);
     broker

@@ -1,5 +1,5 @@
-//! Integration tests of wf-telemetry: the ops endpoints over real TCP, the metric names of
-//! SPEC §7, the HTTP-request middleware and tracing initialisation.
+//! Integration tests of wf-telemetry: the ops endpoints over real TCP, the metric names
+//! dashboards and alerts rely on, the HTTP-request middleware and tracing initialisation.
 
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
@@ -8,78 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wf_core::config::LogFormat;
 use wf_core::duration::RetrySchedule;
 use wf_telemetry::{metrics, serve_ops, ReadinessCheck};
+use wf_testkit::http::Response;
+use wf_testkit::prometheus::CONTRACT_METRICS;
 
-/// A response as the tiny client below parsed it.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A minimal HTTP/1.1 GET over a fresh connection (`Connection: close`, read to EOF).
-async fn get(addr: SocketAddr, path: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+/// `GET path` on `addr`, read to its end.
+async fn get(addr: SocketAddr, path: &str) -> Response {
+    wf_testkit::http::get(addr, path)
         .await
-        .expect("response within 10 s")
-        .expect("read");
-    let text = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header terminator");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut reply = Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    };
-    if reply
-        .header("transfer-encoding")
-        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
-    {
-        reply.body = dechunk(&reply.body);
-    }
-    reply
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").expect("chunk size line");
-        let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
-        if size == 0 {
-            return out;
-        }
-        out.push_str(&rest[..size]);
-        s = &rest[size + 2..];
-    }
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 struct Ops {
@@ -109,7 +51,7 @@ async fn healthz_says_ok() {
     let ops = start_ops(always_ready()).await;
     let r = get(ops.addr, "/healthz").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, "ok");
+    assert_eq!(r.text(), "ok");
 }
 
 #[tokio::test]
@@ -130,12 +72,12 @@ async fn readyz_follows_the_check_and_reports_the_reason() {
     let ops = start_ops(ready).await;
 
     let r = get(ops.addr, "/readyz").await;
-    assert_eq!((r.status, r.body.as_str()), (200, "ready"));
+    assert_eq!((r.status, r.text().as_str()), (200, "ready"));
 
     healthy.store(false, Ordering::SeqCst);
     let r = get(ops.addr, "/readyz").await;
     assert_eq!(r.status, 503);
-    assert_eq!(r.body, "postgres: connection refused");
+    assert_eq!(r.text(), "postgres: connection refused");
 
     // Liveness does not depend on readiness.
     assert_eq!(get(ops.addr, "/healthz").await.status, 200);
@@ -153,54 +95,41 @@ async fn metrics_exports_every_spec_name_and_process_metrics() {
     let ops = start_ops(always_ready()).await;
     let r = get(ops.addr, "/metrics").await;
     assert_eq!(r.status, 200);
+    let body = r.text();
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
-    for name in [
-        // SPEC §7
-        "wf_events_ingested_total",
-        "wf_events_rejected_total",
-        "wf_deliveries_total",
-        "wf_delivery_attempts_total",
-        "wf_delivery_duration_seconds",
-        "wf_event_to_delivery_seconds",
-        "wf_deliveries_in_flight",
-        "wf_subscription_cache_requests_total",
-        "wf_circuit_open_endpoints",
-        // operator metrics
+    let operator_metrics = [
         "wf_publish_confirm_seconds",
         "wf_db_pool_wait_seconds",
         "wf_delivery_log_pending",
         "wf_delivery_log_wait_seconds_total",
         "wf_retries_scheduled_total",
-    ] {
+    ];
+    for name in CONTRACT_METRICS
+        .map(|(name, _)| name)
+        .into_iter()
+        .chain(operator_metrics)
+    {
+        assert!(body.contains(&format!("# HELP {name} ")), "missing {name}");
+        assert!(body.contains(&format!("# TYPE {name} ")), "missing {name}");
+    }
+    for (name, kind) in CONTRACT_METRICS {
         assert!(
-            r.body.contains(&format!("# HELP {name} ")),
-            "missing {name}"
-        );
-        assert!(
-            r.body.contains(&format!("# TYPE {name} ")),
-            "missing {name}"
+            body.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} is not a {kind}"
         );
     }
     // Vectors without a fixed label set have no series yet, but the fixed ones do.
-    assert!(r.body.contains("wf_deliveries_total{outcome=\"dead\"} 0"));
-    assert!(r
-        .body
-        .contains("wf_events_rejected_total{reason=\"unknown_event\"} 0"));
-    assert!(r.body.contains("wf_retries_scheduled_total{tier=\"2m\"} 0"));
-    assert!(r
-        .body
-        .contains("wf_delivery_attempts_total{result=\"connect_error\"} 0"));
-    assert!(r
-        .body
-        .contains("wf_delivery_duration_seconds_bucket{le=\"60\"}"));
-    assert!(r
-        .body
-        .contains("wf_event_to_delivery_seconds_bucket{le=\"86400\"}"));
+    assert!(body.contains("wf_deliveries_total{outcome=\"dead\"} 0"));
+    assert!(body.contains("wf_events_rejected_total{reason=\"unknown_event\"} 0"));
+    assert!(body.contains("wf_retries_scheduled_total{tier=\"2m\"} 0"));
+    assert!(body.contains("wf_delivery_attempts_total{result=\"connect_error\"} 0"));
+    assert!(body.contains("wf_delivery_duration_seconds_bucket{le=\"60\"}"));
+    assert!(body.contains("wf_event_to_delivery_seconds_bucket{le=\"86400\"}"));
     assert!(
-        r.body.contains("process_cpu_seconds_total"),
+        body.contains("process_cpu_seconds_total"),
         "no process metrics"
     );
-    assert!(r.body.contains("process_resident_memory_bytes"));
+    assert!(body.contains("process_resident_memory_bytes"));
 }
 
 #[tokio::test]

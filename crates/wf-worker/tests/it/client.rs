@@ -13,9 +13,54 @@ use wf_worker::client::{
     AttemptKind, ClientConfig, DeliveryClient, ResolveError, SsrfResolver, SNIPPET_LEN,
 };
 
-use crate::https_server::{TempFile, TestServer};
+use wf_testkit::{unique, Receiver, Reply};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Size of the `/big` response body.
+const BIG_BODY: usize = 200 * 1024;
+
+/// A receiver whose paths each behave one way:
+/// - `/ok` → 200 `ok`; `/status/N` → status N, body `status N` (N of the tests below);
+/// - `/redirect` → 302 to `/ok` on the same server;
+/// - `/slow` → never answers; `/slow-body` → 200 headers, then a body that never ends;
+/// - `/big` → 200 with [`BIG_BODY`] bytes;
+/// - `/429` → 429 `Retry-After: 7`; `/503-date` → 503 with an HTTP-date 120 s ahead.
+async fn server() -> Receiver {
+    let srv = Receiver::start().await;
+    for code in [204, 400, 410, 500, 502] {
+        srv.respond(
+            &format!("/status/{code}"),
+            Reply::status(code).body(format!("status {code}")),
+        );
+    }
+    srv.respond(
+        "/redirect",
+        Reply::status(302)
+            .header("location", &srv.url("/ok"))
+            .body(""),
+    );
+    srv.hang("/slow");
+    srv.respond("/slow-body", Reply::status(200).endless_body());
+    srv.respond("/big", Reply::status(200).body(vec![b'x'; BIG_BODY]));
+    srv.respond(
+        "/429",
+        Reply::status(429)
+            .header("retry-after", "7")
+            .body("slow down"),
+    );
+    let at = chrono::Utc::now() + chrono::Duration::seconds(120);
+    srv.respond(
+        "/503-date",
+        Reply::status(503)
+            .header(
+                "retry-after",
+                &at.format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
+            )
+            .body("maintenance"),
+    );
+    srv
+}
 
 fn loopback() -> AllowedCidrs {
     AllowedCidrs::parse("127.0.0.0/8,::1/128").expect("cidrs")
@@ -26,17 +71,15 @@ fn url(s: &str) -> WebhookUrl {
 }
 
 /// A client that trusts `srv`'s certificate and may connect to loopback.
-fn client_for(srv: &TestServer, timeout: Duration) -> (DeliveryClient, TempFile) {
-    let pem = TempFile::with_contents(&srv.cert_pem);
-    let client = DeliveryClient::new(ClientConfig {
+fn client_for(srv: &Receiver, timeout: Duration) -> DeliveryClient {
+    DeliveryClient::new(ClientConfig {
         timeout,
         allowed: loopback(),
-        extra_root_ca: Some(pem.path().to_owned()),
+        extra_root_ca: Some(srv.ca_path().to_owned()),
         user_agent: "WorkFlows-Webhooks/test".to_owned(),
         max_idle_per_host: 4,
     })
-    .expect("client");
-    (client, pem)
+    .expect("client")
 }
 
 async fn post(client: &DeliveryClient, u: &str) -> wf_worker::client::AttemptOutcome {
@@ -51,8 +94,8 @@ async fn post(client: &DeliveryClient, u: &str) -> wf_worker::client::AttemptOut
 
 #[tokio::test]
 async fn ok_is_success_and_sends_headers_and_body() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     let mut headers = HeaderMap::new();
     headers.insert("x-workflows-event", "alert.created".parse().unwrap());
     let body = Bytes::from_static(b"{\"event\":\"alert.created\"}");
@@ -67,7 +110,7 @@ async fn ok_is_success_and_sends_headers_and_body() {
     assert_eq!(out.retry_after, None);
     assert!(out.duration > Duration::ZERO);
 
-    let seen = srv.seen();
+    let seen = srv.all_requests();
     assert_eq!(seen.len(), 1);
     let h = &seen[0].headers;
     assert_eq!(seen[0].body, body);
@@ -79,8 +122,8 @@ async fn ok_is_success_and_sends_headers_and_body() {
 
 #[tokio::test]
 async fn caller_headers_win_over_defaults() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     let mut headers = HeaderMap::new();
     headers.insert(
         "content-type",
@@ -91,7 +134,7 @@ async fn caller_headers_win_over_defaults() {
         .post(&url(&srv.url("/ok")), headers, Bytes::new())
         .await;
     assert_eq!(out.kind, AttemptKind::Success, "{out:?}");
-    let seen = srv.seen();
+    let seen = srv.all_requests();
     assert_eq!(
         seen[0].headers["content-type"],
         "application/cloudevents+json"
@@ -101,8 +144,8 @@ async fn caller_headers_win_over_defaults() {
 
 #[tokio::test]
 async fn statuses_are_classified() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     for (code, kind, label) in [
         (204, AttemptKind::Success, "2xx"),
         (400, AttemptKind::Status4xx, "4xx"),
@@ -121,22 +164,22 @@ async fn statuses_are_classified() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     let out = post(&client, &srv.url("/redirect")).await;
     assert_eq!(out.kind, AttemptKind::Status3xx, "{out:?}");
     assert!(!out.kind.is_success());
     assert_eq!(out.status, Some(302));
     let error = out.error.expect("3xx explains itself");
     assert!(error.contains("not followed"), "{error}");
-    let paths: Vec<String> = srv.seen().into_iter().map(|s| s.path).collect();
+    let paths: Vec<String> = srv.all_requests().into_iter().map(|s| s.path).collect();
     assert_eq!(paths, ["/redirect"]);
 }
 
 #[tokio::test]
 async fn slow_server_times_out() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, Duration::from_millis(300));
+    let srv = server().await;
+    let client = client_for(&srv, Duration::from_millis(300));
     let out = post(&client, &srv.url("/slow")).await;
     assert_eq!(out.kind, AttemptKind::Timeout, "{out:?}");
     assert_eq!(out.kind.label(), "timeout");
@@ -147,8 +190,8 @@ async fn slow_server_times_out() {
 
 #[tokio::test]
 async fn endless_body_times_out_but_keeps_the_status() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, Duration::from_millis(300));
+    let srv = server().await;
+    let client = client_for(&srv, Duration::from_millis(300));
     let out = post(&client, &srv.url("/slow-body")).await;
     assert_eq!(out.kind, AttemptKind::Timeout, "{out:?}");
     assert_eq!(out.status, Some(200));
@@ -174,7 +217,7 @@ async fn closed_port_is_a_connect_error() {
 
 #[tokio::test]
 async fn untrusted_certificate_is_a_tls_error() {
-    let srv = TestServer::start().await;
+    let srv = server().await;
     // Public roots only: the self-signed test certificate is not trusted.
     let client = DeliveryClient::new(ClientConfig {
         allowed: loopback(),
@@ -186,16 +229,15 @@ async fn untrusted_certificate_is_a_tls_error() {
     assert_eq!(out.kind.label(), "tls_error");
     let error = out.error.expect("error text");
     assert!(error.contains("certificate"), "{error}");
-    assert!(srv.seen().is_empty());
+    assert!(srv.all_requests().is_empty());
 }
 
 #[tokio::test]
 async fn private_literal_is_blocked_without_connecting() {
-    let srv = TestServer::start().await;
-    let pem = TempFile::with_contents(&srv.cert_pem);
+    let srv = server().await;
     // Trusts the server, but 127.0.0.0/8 is not allowed.
     let client = DeliveryClient::new(ClientConfig {
-        extra_root_ca: Some(pem.path().to_owned()),
+        extra_root_ca: Some(srv.ca_path().to_owned()),
         ..ClientConfig::new(TIMEOUT)
     })
     .expect("client");
@@ -215,8 +257,8 @@ async fn private_literal_is_blocked_without_connecting() {
 
 #[tokio::test]
 async fn big_body_is_capped_and_snippet_truncated() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     let out = post(&client, &srv.url("/big")).await;
     assert_eq!(out.kind, AttemptKind::Success, "{out:?}");
     let snippet = out.response_snippet.expect("snippet");
@@ -226,8 +268,8 @@ async fn big_body_is_capped_and_snippet_truncated() {
 
 #[tokio::test]
 async fn retry_after_is_parsed_on_429_and_503() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     let out = post(&client, &srv.url("/429")).await;
     assert_eq!(out.kind, AttemptKind::Status4xx, "{out:?}");
     assert_eq!(out.status, Some(429));
@@ -244,14 +286,14 @@ async fn retry_after_is_parsed_on_429_and_503() {
 
 #[tokio::test]
 async fn connections_are_kept_alive() {
-    let srv = TestServer::start().await;
-    let (client, _pem) = client_for(&srv, TIMEOUT);
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
     let clone = client.clone();
     for i in 0..5 {
         let c = if i % 2 == 0 { &client } else { &clone };
         assert!(post(c, &srv.url("/ok")).await.kind.is_success());
     }
-    assert_eq!(srv.seen().len(), 5);
+    assert_eq!(srv.all_requests().len(), 5);
     // Returning a connection to the pool is asynchronous, so an occasional second
     // connection is possible; one per request would mean no reuse at all.
     assert!(srv.accepts() < 5, "accepts = {}", srv.accepts());
@@ -312,4 +354,25 @@ fn unreadable_or_empty_root_ca_file_is_named() {
     let msg = format!("{err:#}");
     assert!(msg.contains(&empty.path().display().to_string()), "{msg}");
     assert!(msg.contains("no certificate"), "{msg}");
+}
+
+/// A file removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn with_contents(contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(unique("wf_worker_it"));
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -2,6 +2,7 @@
 //! certificate with an IP SAN for 127.0.0.1, HTTP/1.1 keep-alive) that verifies every
 //! `X-WorkFlows-Signature`, counts distinct `X-WorkFlows-Delivery` ids and records the
 //! event-to-delivery latency of each first delivery.
+//! Not wf-testkit's receiver: that is a test-only crate; this ships in wfctl, built for load.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
