@@ -33,6 +33,7 @@ async fn webhook_crud_and_shapes() {
     );
     assert_eq!(d["isActive"], true);
     assert_eq!(d["disabledReason"], Value::Null);
+    assert_eq!(d["rateLimit"], Value::Null);
     let secret = d["secret"].as_str().unwrap();
     assert!(
         secret.starts_with("whsec_") && secret.len() == 38,
@@ -51,6 +52,7 @@ async fn webhook_crud_and_shapes() {
             "events",
             "isActive",
             "disabledReason",
+            "rateLimit",
             "secret",
             "createdAt",
             "updatedAt"

@@ -4,6 +4,7 @@
 
 mod amqp;
 mod api;
+mod backpressure;
 mod dead_letters;
 mod deploy;
 mod harness;

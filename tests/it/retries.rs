@@ -336,7 +336,7 @@ async fn failing_endpoint_opens_its_circuit_without_slowing_others() {
     .await;
     let (_, key) = stack.new_org().await;
     let (broken, _) = stack.webhook(&key, "/broken", &["alert.created"]).await;
-    stack.receiver.plan("/broken", &[], 503);
+    stack.receiver.plan("/broken", &[], 500);
     // A healthy receiver on another port is another endpoint.
     let healthy = stack.receiver.another_port().await;
     let (s, b) = stack
@@ -355,21 +355,53 @@ async fn failing_endpoint_opens_its_circuit_without_slowing_others() {
         post_event(&stack, &key, "alert.created", json!({"i": i})).await;
     }
     wait_status(&stack, &key, &broken, "failed", 5).await;
-    // With the circuit open, the next ones are not sent: they go to their retry step.
+    // With the circuit open, the next ones are not sent and spend no attempt: they wait
+    // on the retry tier, pending, with their attempt number untouched.
     for i in 5..8 {
         post_event(&stack, &key, "alert.created", json!({"i": i})).await;
     }
-    let items = wait_status(&stack, &key, &broken, "failed", 8).await;
-    let not_sent = items
-        .iter()
-        .filter(|d| {
-            d["attempts"][0]["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("circuit_open"))
-        })
-        .count();
-    assert_eq!(not_sent, 3, "the circuit did not open: {items:?}");
+    let held = wait_status(&stack, &key, &broken, "pending", 3).await;
+    for d in &held {
+        assert_eq!(d["attempts"], json!([]), "held back, never sent: {d}");
+    }
     assert_eq!(stack.receiver.requests("/broken").len(), 5);
+    let broker = stack.broker().await;
+    eventually(
+        "the held-back deliveries parked on the retry tier",
+        Duration::from_secs(10),
+        || async {
+            let n = broker.queue_depth("workflows.retry.1h").await.unwrap();
+            if n >= 8 {
+                Ok(())
+            } else {
+                Err(format!("{n} parked"))
+            }
+        },
+    )
+    .await;
+    let mut deferred = 0;
+    for _ in 0..8 {
+        let m = broker
+            .get("workflows.retry.1h")
+            .await
+            .unwrap()
+            .expect("parked");
+        let job = wf_core::messages::DeliveryJob::decode(&m.body).unwrap();
+        match m.headers.get("x-wf-deferred") {
+            Some(wf_broker::HeaderValue::Str(r)) => {
+                assert_eq!(r, "circuit_open");
+                assert_eq!(job.v1().attempt, 1, "a held-back delivery keeps its number");
+                assert!(job.v1().held_since_ms.is_some());
+                deferred += 1;
+            }
+            _ => assert_eq!(
+                job.v1().attempt,
+                2,
+                "a failed attempt's retry is the next one"
+            ),
+        }
+    }
+    assert_eq!(deferred, 3);
     // The healthy endpoint got every event, on the first attempt.
     let fine = healthy.wait_for("/fine", 8).await;
     assert!(fine.iter().all(|r| r.header("x-workflows-attempt") == "1"));

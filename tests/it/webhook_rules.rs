@@ -229,3 +229,62 @@ async fn bodies_over_1_mib_are_refused() {
         .await;
     assert_error(s, &b, 413, "payload_too_large");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_are_integers_from_1_to_10000_or_null() {
+    let (stack, key) = setup().await;
+    let url = stack.receiver.url("/r");
+    let body =
+        |rate: Value| json!({"name": "a", "url": url, "events": ["alert.*"], "rateLimit": rate});
+    let mut cases = Vec::new();
+    for rate in [json!(0), json!(10_001), json!(-5), json!(2.5), json!(1e9)] {
+        cases.push((body(rate), 422, "invalid_rate_limit", "rateLimit"));
+    }
+    for rate in [
+        json!("10"),
+        json!(true),
+        json!([5]),
+        json!({"perSecond": 5}),
+    ] {
+        cases.push((body(rate), 400, "invalid_json", "rateLimit"));
+    }
+    assert_refused(&stack, &key, cases).await;
+
+    // Accepted at both ends, returned as given; null is no limit.
+    for (rate, want) in [
+        (json!(1), json!(1)),
+        (json!(10_000), json!(10_000)),
+        (Value::Null, Value::Null),
+    ] {
+        let (s, b) = create(&stack, &key, body(rate)).await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["data"]["rateLimit"], want);
+    }
+    // Absent is no limit too.
+    let path = created(&stack, &key).await;
+    let (s, b) = stack.api("GET", &path, Some(&key), None).await;
+    assert_eq!((s, &b["data"]["rateLimit"]), (200, &Value::Null));
+
+    // PATCH sets it, keeps it when absent, clears it with null, and applies the rules.
+    let patch = |body: Value| {
+        let (stack, key, path) = (&stack, &key, &path);
+        async move { stack.api("PATCH", path, Some(key), Some(body)).await }
+    };
+    let (s, b) = patch(json!({"rateLimit": 25})).await;
+    assert_eq!((s, &b["data"]["rateLimit"]), (200, &json!(25)), "{b}");
+    let (s, b) = patch(json!({"name": "renamed"})).await;
+    assert_eq!((s, &b["data"]["rateLimit"]), (200, &json!(25)), "{b}");
+    let (s, b) = patch(json!({"rateLimit": 0})).await;
+    assert_error(s, &b, 422, "invalid_rate_limit");
+    assert_eq!(b["error"]["field"], "rateLimit");
+    let (s, b) = patch(json!({"rateLimit": "fast"})).await;
+    assert_error(s, &b, 400, "invalid_json");
+    let (s, b) = stack.api("GET", &path, Some(&key), None).await;
+    assert_eq!(
+        (s, &b["data"]["rateLimit"]),
+        (200, &json!(25)),
+        "a refused PATCH changes nothing"
+    );
+    let (s, b) = patch(json!({"rateLimit": null})).await;
+    assert_eq!((s, &b["data"]["rateLimit"]), (200, &Value::Null), "{b}");
+}

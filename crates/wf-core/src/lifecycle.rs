@@ -15,9 +15,11 @@
 //!   circuit is open is *deferred*: it keeps its attempt number. Straight from fan-out,
 //!   a delivery held back because its endpoint is busy joins `workflows.deliveries`,
 //!   where it waits its turn; any other held-back delivery waits on the shortest tier
-//!   that covers the expected wait (the longest tier when none does). Once it has been
-//!   held back for longer than the whole schedule's span it is dead (reason
-//!   `endpoint_unavailable`).
+//!   that covers the expected wait (the longest tier when none does). A delivery whose
+//!   endpoint stays *unavailable* (its circuit open, or asking us to wait with
+//!   `Retry-After`) for longer than the whole schedule's span is dead (reason
+//!   `endpoint_unavailable`); a busy endpoint, or a webhook's own `rateLimit`, only makes
+//!   it wait.
 
 use std::fmt;
 use std::time::Duration;
@@ -47,6 +49,10 @@ pub enum Attempted {
         wait: Duration,
         /// Whether the job came off `workflows.deliveries` (else straight from fan-out).
         queued: bool,
+        /// Whether the endpoint is unavailable (circuit open, `Retry-After`) rather than
+        /// busy or held to the webhook's `rateLimit`: only unavailability runs the clock
+        /// that gives a delivery up (`held_since_ms`).
+        unavailable: bool,
     },
 }
 
@@ -161,10 +167,11 @@ pub fn next_step(
             reason,
             wait,
             queued,
+            unavailable,
         } => {
             let held_ms = now_ms.saturating_sub(job.held_since_ms.unwrap_or(now_ms));
             let held = Duration::from_millis(u64::try_from(held_ms).unwrap_or(0));
-            if held > schedule.span() {
+            if unavailable && held > schedule.span() {
                 return Step::Dead {
                     reason: DeadReason::EndpointUnavailable,
                 };
@@ -322,11 +329,14 @@ mod tests {
         assert_eq!(got, retry(s(10)));
     }
 
+    /// Held back off the job queue; unavailable for an open circuit (and, in these rows,
+    /// for `RateLimited`, as a `Retry-After` would be; see `busy_and_rate_limits`).
     fn held(reason: HoldReason, wait: Duration) -> Attempted {
         Attempted::HeldBack {
             reason,
             wait,
             queued: true,
+            unavailable: reason != HoldReason::Busy,
         }
     }
 
@@ -335,6 +345,7 @@ mod tests {
             reason,
             wait,
             queued: false,
+            unavailable: reason != HoldReason::Busy,
         }
     }
 
@@ -367,7 +378,8 @@ mod tests {
             ("held a while, within the span",          held(CircuitOpen, s(60)),   2, Some(s(100)),  defer(s(120), CircuitOpen)),
             ("held exactly the span: not yet",         held(CircuitOpen, s(1)),    2, Some(s(155)),  defer(s(5), CircuitOpen)),
             ("held past the span: unavailable",        held(CircuitOpen, s(1)),    2, Some(s(156)),  dead(DeadReason::EndpointUnavailable)),
-            ("busy past the span: unavailable too",    held(Busy, s(1)),           1, Some(s(3600)), dead(DeadReason::EndpointUnavailable)),
+            ("busy past the span: only waits",         held(Busy, s(1)),           1, Some(s(3600)), defer(s(5), Busy)),
+            ("Retry-After past the span: unavailable", held(RateLimited, s(1)),    2, Some(s(200)),  dead(DeadReason::EndpointUnavailable)),
             ("busy at fan-out: join the job queue",    held_at_fanout(Busy, s(60)), 1, None,         Step::Queue { reason: Busy }),
             ("open circuit at fan-out: a tier",        held_at_fanout(CircuitOpen, s(30)), 1, None,  defer(s(30), CircuitOpen)),
             ("rate limited at fan-out: a tier",        held_at_fanout(RateLimited, s(3)), 1, None,   defer(s(5), RateLimited)),
@@ -386,6 +398,23 @@ mod tests {
             next_step(held(Busy, s(1)), &future, &schedule, NOW),
             defer(s(5), Busy)
         );
+    }
+
+    /// A busy endpoint and a webhook's own rate limit never give a delivery up, however
+    /// long they hold it: the endpoint is there, the delivery waits its turn.
+    #[test]
+    fn busy_and_rate_limits_only_wait() {
+        let schedule = RetrySchedule::parse("5s,30s,2m").unwrap();
+        for reason in HoldReason::ALL {
+            let a = Attempted::HeldBack {
+                reason,
+                wait: s(1),
+                queued: true,
+                unavailable: false,
+            };
+            let got = next_step(a, &held_job(1, Some(s(86_400))), &schedule, NOW);
+            assert_eq!(got, defer(s(5), reason), "{reason:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Recorded {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -361,6 +363,7 @@ async fn answer(
             path: path.clone(),
             headers,
             body,
+            at: std::time::Instant::now(),
         });
         let route = state.routes.entry(path).or_default();
         let reply = match route.plan.pop_front() {

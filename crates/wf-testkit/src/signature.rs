@@ -70,6 +70,7 @@ mod tests {
             path: "/".into(),
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from_static(br#"{"test": 2432232314}"#),
+            at: std::time::Instant::now(),
         };
         let h = &mut r.headers;
         h.insert(

@@ -29,7 +29,9 @@ use wf_telemetry::metrics;
 
 use crate::cache::SubscriptionCache;
 use crate::client::{AttemptKind, AttemptOutcome, DeliveryClient};
-use crate::endpoints::{endpoint_key, Admission, Ask, Endpoints, HoldBack, Permit, Report};
+use crate::endpoints::{
+    endpoint_key, Admission, Ask, Endpoints, HoldBack, Permit, Refused, Report,
+};
 use crate::log::{DeliveryLog, LogRecord, Logged};
 use crate::signed::signed_headers;
 
@@ -110,6 +112,8 @@ pub enum Admitted {
     Hold(HoldBack),
     /// Its URL no longer passes the address policy: a `blocked` attempt, sent nowhere.
     Blocked(String),
+    /// The worker is shutting down: hand it back unstarted.
+    Closed,
 }
 
 impl Deliverer {
@@ -138,7 +142,13 @@ impl Deliverer {
         msg.body = Vec::new();
         let span = delivery_span(job.v1());
         match self.deliver_queued(&job).instrument(span.clone()).await {
-            Ok(logged) => self.log.ack_when_logged(msg, vec![logged]),
+            Ok(Some(logged)) => self.log.ack_when_logged(msg, vec![logged]),
+            Ok(None) => {
+                // Shutting down before it started: back to the queue as it was.
+                if let Err(e) = msg.nack(true).await {
+                    warn!(error = %e, "could not hand a job back; the broker will redeliver it");
+                }
+            }
             Err(e) => {
                 async {
                     warn!(error = %e, "could not record the outcome; requeueing the job");
@@ -171,7 +181,9 @@ impl Deliverer {
         }
     }
 
-    async fn deliver_queued(&self, job: &DeliveryJob) -> anyhow::Result<Logged> {
+    /// Delivers a job from `workflows.deliveries`; `None` when the worker is shutting down
+    /// and the job was not started (the caller hands it back).
+    async fn deliver_queued(&self, job: &DeliveryJob) -> anyhow::Result<Option<Logged>> {
         let j = job.v1();
         let Some(sub) = self.cache.webhook(&j.org_id, &j.webhook_id).await? else {
             // Deleted or deactivated since the event was fanned out: not sent.
@@ -180,17 +192,20 @@ impl Deliverer {
                 "webhook deleted or inactive; dropping delivery"
             );
             metrics().deliveries.with_label_values(&["dropped"]).inc();
-            return Ok(Logged::nothing());
+            return Ok(Some(Logged::nothing()));
         };
-        match self.admit(&sub, Origin::Queue) {
+        let logged = match self.admit(&sub, Origin::Queue) {
             Admitted::Send(url, permit) => self.attempt(job, &sub, &url, permit).await,
             Admitted::Wait(url, mut waiting) => match waiting.wait().await {
                 Ok(permit) => self.attempt(job, &sub, &url, permit).await,
-                Err(hold) => self.hold_back(job, hold, Origin::Queue).await,
+                Err(Refused::Hold(hold)) => self.hold_back(job, hold, Origin::Queue).await,
+                Err(Refused::Closed) => return Ok(None),
             },
             Admitted::Hold(hold) => self.hold_back(job, hold, Origin::Queue).await,
             Admitted::Blocked(why) => self.blocked(job, &sub, why).await,
-        }
+            Admitted::Closed => return Ok(None),
+        };
+        logged.map(Some)
     }
 
     /// Asks `sub`'s endpoint whether a delivery from `origin` may be sent now. The
@@ -216,6 +231,7 @@ impl Deliverer {
             Admission::Go(p) => Admitted::Send(url, p),
             Admission::Wait(w) => Admitted::Wait(url, w),
             Admission::Hold(h) => Admitted::Hold(h),
+            Admission::Closed => Admitted::Closed,
         }
     }
 
@@ -354,13 +370,22 @@ impl Deliverer {
         origin: Origin,
     ) -> anyhow::Result<Logged> {
         let now = wf_core::time::now_ms();
-        let held = job.held(now.timestamp_millis());
+        // Only unavailability (circuit open, Retry-After) starts the clock that gives a
+        // delivery up; a busy endpoint or the webhook's own rate limit only makes it wait.
+        let held = if hold.unavailable {
+            job.held(now.timestamp_millis())
+        } else {
+            job.clone()
+        };
         let h = held.v1();
-        let held_for_ms = now.timestamp_millis() - h.held_since_ms.unwrap_or(0);
+        let held_for_ms = h
+            .held_since_ms
+            .map_or(0, |since| now.timestamp_millis() - since);
         let attempted = Attempted::HeldBack {
             reason: hold.reason,
             wait: hold.wait,
             queued: origin == Origin::Queue,
+            unavailable: hold.unavailable,
         };
         let step = next_step(attempted, h, &self.schedule, now.timestamp_millis());
         metrics()

@@ -23,7 +23,7 @@ use wf_telemetry::metrics;
 
 use crate::cache::SubscriptionCache;
 use crate::deliver::{delivery_span, Admitted, Deliverer, Origin};
-use crate::endpoints::Waiting;
+use crate::endpoints::{Refused, Waiting};
 use crate::log::{DeliveryLog, LogRecord, Logged};
 
 /// What the fan-out step needs.
@@ -191,6 +191,8 @@ impl Fanout {
                         let r = d.blocked(&job, sub, why).instrument(span).await;
                         (job, r)
                     })),
+                    // Shutting down: not started, queued for whichever worker is next.
+                    Admitted::Closed => fallback.push(job),
                 }
             }
             if waiting.is_none() && running.is_empty() {
@@ -208,18 +210,19 @@ impl Fanout {
                 },
                 granted = async { waiting.as_mut().expect("some").3.wait().await }, if waiting.is_some() => {
                     let (job, sub, url, _) = waiting.take().expect("some");
-                    running.push(match granted {
-                        Ok(permit) => Box::pin(async move {
+                    match granted {
+                        Ok(permit) => running.push(Box::pin(async move {
                             let span = delivery_span(job.v1());
                             let r = d.attempt(&job, sub, &url, permit).instrument(span).await;
                             (job, r)
-                        }),
-                        Err(hold) => Box::pin(async move {
+                        })),
+                        Err(Refused::Hold(hold)) => running.push(Box::pin(async move {
                             let span = delivery_span(job.v1());
                             let r = d.hold_back(&job, hold, Origin::Fanout).instrument(span).await;
                             (job, r)
-                        }),
-                    });
+                        })),
+                        Err(Refused::Closed) => fallback.push(job),
+                    }
                 }
             }
         }

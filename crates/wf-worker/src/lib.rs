@@ -101,11 +101,27 @@ pub async fn run(
         store: store.clone(),
         schedule: config.retry_schedule.clone(),
         allowed: config.allowed_target_cidrs.clone(),
-        endpoints: endpoints::Endpoints::new(endpoints::Config::new(
-            usize::from(concurrency),
-            usize::from(config.endpoint_max_concurrency),
-        )),
+        endpoints: endpoints::Endpoints::new(endpoints::Config {
+            // No point holding an endpoint's deliveries back for longer than the first
+            // retry would wait (it doubles after each failed probe, up to 5 minutes).
+            open_for: config.retry_schedule.distinct_delays()[0]
+                .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            ..endpoints::Config::new(
+                usize::from(concurrency),
+                usize::from(config.endpoint_max_concurrency),
+            )
+        }),
         fleet,
+    });
+    // On shutdown, deliveries that have not started are handed back rather than started
+    // late (those in flight finish within the grace period).
+    tokio::spawn({
+        let endpoints = deliverer.endpoints.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            endpoints.close();
+        }
     });
     let fanout = Arc::new(Fanout {
         cache,

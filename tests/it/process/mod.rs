@@ -3,6 +3,7 @@
 //! `/metrics` of fresh processes after real deliveries, start-up errors for bad
 //! configuration, readiness when RabbitMQ goes away, `wfctl dlq` and `wfctl bench`.
 
+mod backpressure;
 mod bench;
 mod config;
 mod dlq;

@@ -170,7 +170,9 @@ async fn sigkill_with_the_log_stalled_loses_no_log_record() {
 /// worker delivers them again (same delivery ids: the duplicates at-least-once allows).
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_hands_back_deliveries_slower_than_the_grace() {
-    const EVENTS: usize = 20;
+    // No more than a new endpoint's initial concurrency limit (8), so that every one of
+    // them is in flight at once when the SIGTERM comes.
+    const EVENTS: usize = 8;
     let d = Deployment::new(&[("WF_SHUTDOWN_GRACE", "1s"), ("WF_DELIVERY_TIMEOUT", "20s")]).await;
     d.receiver.delay("/slower", Duration::from_secs(8));
     let mut ingestor = d.start(INGESTOR).await;

@@ -17,6 +17,8 @@
 //!   to wait (`Retry-After`), the webhook's rate limit is spent, or the line is longer
 //!   than the caller may wait. Nothing was sent and no attempt is spent; the caller parks
 //!   the delivery in the broker for about [`HoldBack::wait`].
+//! - [`Admission::Closed`]: the worker is shutting down ([`Endpoints::close`]); nothing
+//!   new starts, and the caller hands the delivery back to the broker.
 //!
 //! Fairness: when a worker slot frees up, endpoints that wait only for a worker slot are
 //! served in turn, before the endpoint that just finished sends its next delivery; and
@@ -105,6 +107,48 @@ pub struct HoldBack {
     pub reason: HoldReason,
     /// How long until the endpoint is expected to take it.
     pub wait: Duration,
+    /// Whether the endpoint is unavailable (its circuit is open, or it asked us to wait
+    /// with `Retry-After`) rather than busy or rate limited by its webhook's own
+    /// `rateLimit`. Only unavailability counts towards giving a delivery up.
+    pub unavailable: bool,
+}
+
+impl HoldBack {
+    /// The endpoint is at its limit and its line is long.
+    pub fn busy(wait: Duration) -> HoldBack {
+        HoldBack {
+            reason: HoldReason::Busy,
+            wait,
+            unavailable: false,
+        }
+    }
+
+    /// The webhook's rate limit is spent for now.
+    pub fn rate_limited(wait: Duration) -> HoldBack {
+        HoldBack {
+            reason: HoldReason::RateLimited,
+            wait,
+            unavailable: false,
+        }
+    }
+
+    /// The endpoint asked us to wait (`Retry-After`).
+    pub fn paused(wait: Duration) -> HoldBack {
+        HoldBack {
+            reason: HoldReason::RateLimited,
+            wait,
+            unavailable: true,
+        }
+    }
+
+    /// The endpoint's circuit is open.
+    pub fn circuit_open(wait: Duration) -> HoldBack {
+        HoldBack {
+            reason: HoldReason::CircuitOpen,
+            wait,
+            unavailable: true,
+        }
+    }
 }
 
 /// One delivery asking to be sent.
@@ -128,6 +172,17 @@ pub enum Admission {
     Wait(Waiting),
     /// Park it elsewhere.
     Hold(HoldBack),
+    /// The worker is shutting down: hand it back.
+    Closed,
+}
+
+/// Why a waiting delivery was not granted a permit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Park it elsewhere (see [`Admission::Hold`]).
+    Hold(HoldBack),
+    /// The worker is shutting down (see [`Admission::Closed`]).
+    Closed,
 }
 
 /// How an attempt went, for the endpoint's limit and circuit.
@@ -216,6 +271,8 @@ struct Table {
     next_waiter_id: u64,
     /// Deliveries waiting in lines (`wf_deliveries_waiting`).
     waiting: usize,
+    /// Set by [`Endpoints::close`]: nothing new is admitted.
+    closed: bool,
 }
 
 struct Entry {
@@ -241,7 +298,7 @@ struct Line {
 
 struct Waiter {
     id: u64,
-    tx: oneshot::Sender<Result<Permit, HoldBack>>,
+    tx: oneshot::Sender<Result<Permit, Refused>>,
     since: Instant,
 }
 
@@ -338,8 +395,8 @@ fn worker_slot_free(cfg: &Config, used: usize, in_flight: usize) -> bool {
 
 /// A permit to hand to a waiter once the lock is released.
 type Grant = (
-    oneshot::Sender<Result<Permit, HoldBack>>,
-    Result<Permit, HoldBack>,
+    oneshot::Sender<Result<Permit, Refused>>,
+    Result<Permit, Refused>,
 );
 
 /// Why an entry could not grant its next waiter.
@@ -536,14 +593,14 @@ impl Inner {
 
     /// Tells every waiter of `key` to go elsewhere (its circuit opened, or it was paused
     /// for longer than anyone waits).
-    fn release_waiters(table: &mut Table, key: &Arc<str>, hold: HoldBack, grants: &mut Vec<Grant>) {
+    fn release_waiters(table: &mut Table, key: &Arc<str>, why: Refused, grants: &mut Vec<Grant>) {
         let Some(entry) = table.map.get_mut(key) else {
             return;
         };
         for line in &mut entry.lines {
             for w in line.waiters.drain(..) {
                 table.waiting -= 1;
-                grants.push((w.tx, Err(hold)));
+                grants.push((w.tx, Err(why)));
             }
         }
     }
@@ -603,11 +660,8 @@ impl Inner {
                         open_for_s = open_for.as_secs(),
                         "circuit opened: deliveries to this endpoint are held back"
                     );
-                    let hold = HoldBack {
-                        reason: HoldReason::CircuitOpen,
-                        wait: open_for,
-                    };
-                    Self::release_waiters(&mut table, &p.key, hold, &mut grants);
+                    let hold = HoldBack::circuit_open(open_for);
+                    Self::release_waiters(&mut table, &p.key, Refused::Hold(hold), &mut grants);
                 }
                 Some(Transition::Reopened) => {
                     tracing::warn!(
@@ -623,11 +677,8 @@ impl Inner {
                 None => {}
             }
             if let Some(pause) = pause.filter(|d| *d > Duration::from_secs(1)) {
-                let hold = HoldBack {
-                    reason: HoldReason::RateLimited,
-                    wait: pause,
-                };
-                Self::release_waiters(&mut table, &p.key, hold, &mut grants);
+                let hold = HoldBack::paused(pause);
+                Self::release_waiters(&mut table, &p.key, Refused::Hold(hold), &mut grants);
             }
             let key = p.key.clone();
             self.pump(&mut table, Some(&key), now, &mut grants);
@@ -728,6 +779,7 @@ impl Endpoints {
                     next_sweep_at: 0,
                     next_waiter_id: 0,
                     waiting: 0,
+                    closed: false,
                 }),
             }),
         }
@@ -745,39 +797,30 @@ impl Endpoints {
         let cfg = &inner.cfg;
         let now = Instant::now();
         let mut table = inner.lock();
+        if table.closed {
+            return Admission::Closed;
+        }
         let used = table.used;
         let entry = inner.entry(&mut table, ask.endpoint, now);
         let key = entry.key.clone();
         match entry.circuit.state() {
             State::Closed => {}
             State::Open { until } if now < until => {
-                return Admission::Hold(HoldBack {
-                    reason: HoldReason::CircuitOpen,
-                    wait: until - now,
-                });
+                return Admission::Hold(HoldBack::circuit_open(until - now));
             }
             State::Open { .. } => {
                 if worker_slot_free(cfg, used, 0) && entry.circuit.try_probe(now) {
                     return Admission::Go(inner.permit(&mut table, &key, true, now));
                 }
-                return Admission::Hold(HoldBack {
-                    reason: HoldReason::CircuitOpen,
-                    wait: entry.limit.latency(),
-                });
+                return Admission::Hold(HoldBack::circuit_open(entry.limit.latency()));
             }
             State::HalfOpen => {
-                return Admission::Hold(HoldBack {
-                    reason: HoldReason::CircuitOpen,
-                    wait: entry.limit.latency(),
-                });
+                return Admission::Hold(HoldBack::circuit_open(entry.limit.latency()));
             }
         }
         if let Some(p) = entry.paused_until {
             if p > now {
-                return Admission::Hold(HoldBack {
-                    reason: HoldReason::RateLimited,
-                    wait: p - now,
-                });
+                return Admission::Hold(HoldBack::paused(p - now));
             }
             entry.paused_until = None;
         }
@@ -805,15 +848,11 @@ impl Endpoints {
         };
         let expected = token_wait.max(concurrency_wait);
         if expected > ask.may_wait {
-            let reason = if token_wait >= concurrency_wait {
-                HoldReason::RateLimited
-            } else {
-                HoldReason::Busy
-            };
             entry.tidy_lines(now);
-            return Admission::Hold(HoldBack {
-                reason,
-                wait: expected,
+            return Admission::Hold(if token_wait >= concurrency_wait {
+                HoldBack::rate_limited(expected)
+            } else {
+                HoldBack::busy(expected)
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -838,6 +877,30 @@ impl Endpoints {
             deadline: now + (ask.may_wait * 2).max(Duration::from_secs(1)),
             may_wait: ask.may_wait,
         })
+    }
+
+    /// Stops admitting: every delivery waiting in a line is told
+    /// [`Refused::Closed`], and every later [`Endpoints::admit`] answers
+    /// [`Admission::Closed`]. Deliveries in flight finish as usual. For shutdown: what has
+    /// not started by now is handed back to the broker rather than started late.
+    pub fn close(&self) {
+        let mut grants = Vec::new();
+        {
+            let mut table = self.inner.lock();
+            table.closed = true;
+            let keys: Vec<Arc<str>> = table.map.keys().cloned().collect();
+            for key in keys {
+                Inner::release_waiters(&mut table, &key, Refused::Closed, &mut grants);
+            }
+            table.global_queue.clear();
+            for e in table.map.values_mut() {
+                e.in_global_queue = false;
+            }
+            metrics()
+                .deliveries_waiting
+                .set(i64::try_from(table.waiting).unwrap_or(i64::MAX));
+        }
+        send(grants);
     }
 
     /// Endpoints tracked now.
@@ -872,7 +935,7 @@ pub struct Waiting {
     key: Arc<str>,
     id: u64,
     /// `None` once the answer was taken.
-    rx: Option<oneshot::Receiver<Result<Permit, HoldBack>>>,
+    rx: Option<oneshot::Receiver<Result<Permit, Refused>>>,
     deadline: Instant,
     may_wait: Duration,
 }
@@ -893,11 +956,8 @@ impl Waiting {
     ///
     /// Cancel-safe: dropping the future leaves the delivery in line; call again to go on
     /// waiting. Once it has returned, the answer is spent (a second call gives up).
-    pub async fn wait(&mut self) -> Result<Permit, HoldBack> {
-        let gave_up = HoldBack {
-            reason: HoldReason::Busy,
-            wait: self.may_wait,
-        };
+    pub async fn wait(&mut self) -> Result<Permit, Refused> {
+        let gave_up = Refused::Hold(HoldBack::busy(self.may_wait));
         let Waiting {
             inner,
             key,

@@ -61,7 +61,10 @@ fn hold(a: Admission) -> HoldBack {
 
 /// A waiter's answer as an owned future, to spawn.
 async fn owned(mut w: Waiting) -> Result<Permit, HoldBack> {
-    w.wait().await
+    w.wait().await.map_err(|r| match r {
+        Refused::Hold(h) => h,
+        Refused::Closed => panic!("closed"),
+    })
 }
 
 fn answered(ms: u64) -> Report {
@@ -173,8 +176,7 @@ async fn a_waiter_that_waits_far_longer_than_expected_gives_up() {
     let _stuck = go(e.admit(ask(EP, SEC)));
     let w = wait(e.admit(ask(EP, Duration::from_millis(500))));
     let started = Instant::now();
-    let mut w = w;
-    let h = w.wait().await.expect_err("gave up");
+    let h = owned(w).await.expect_err("gave up");
     assert_eq!(h.reason, HoldReason::Busy);
     // Twice what it may wait, but at least a second.
     assert_eq!(started.elapsed(), SEC);
@@ -262,13 +264,7 @@ async fn an_open_circuit_holds_back_releases_its_line_and_closes_on_a_good_probe
     assert_eq!(h.wait, Duration::from_secs(30));
     assert_eq!(open_gauge(), gauge + 1);
     let h = hold(e.admit(ask(EP, SEC)));
-    assert_eq!(
-        h,
-        HoldBack {
-            reason: HoldReason::CircuitOpen,
-            wait: Duration::from_secs(30)
-        }
-    );
+    assert_eq!(h, HoldBack::circuit_open(Duration::from_secs(30)));
     tokio::time::advance(Duration::from_secs(30)).await;
     let probe = go(e.admit(ask(EP, SEC)));
     assert!(probe.is_probe());
@@ -327,13 +323,7 @@ async fn retry_after_pauses_the_endpoint_not_only_the_delivery() {
     assert_eq!(h.wait, Duration::from_secs(20));
     // …and new deliveries are held back until it is over, whoever they are.
     let h = hold(e.admit(ask(EP, SEC)));
-    assert_eq!(
-        h,
-        HoldBack {
-            reason: HoldReason::RateLimited,
-            wait: Duration::from_secs(20)
-        }
-    );
+    assert_eq!(h, HoldBack::paused(Duration::from_secs(20)));
     drop(ps);
     tokio::time::advance(Duration::from_secs(20)).await;
     let _ = go(e.admit(ask(EP, SEC)));
@@ -368,15 +358,15 @@ async fn a_rate_limited_webhook_gets_its_share_and_waits_or_is_held_back() {
     let burst: Vec<Permit> = (0..2).map(|_| go(e.admit(limited(SEC)))).collect();
     drop(burst);
     let t0 = Instant::now();
-    let mut w1 = wait(e.admit(limited(SEC)));
-    let mut w2 = wait(e.admit(limited(SEC)));
+    let w1 = wait(e.admit(limited(SEC)));
+    let w2 = wait(e.admit(limited(SEC)));
     // The fifth would wait 750 ms; a caller that may wait 600 ms is held back.
     let h = hold(e.admit(limited(Duration::from_millis(600))));
     assert_eq!(h.reason, HoldReason::RateLimited);
     assert_eq!(h.wait, Duration::from_millis(750));
-    let p1 = w1.wait().await.expect("token");
+    let p1 = owned(w1).await.expect("token");
     assert_eq!(t0.elapsed(), Duration::from_millis(250));
-    let p2 = w2.wait().await.expect("token");
+    let p2 = owned(w2).await.expect("token");
     assert_eq!(t0.elapsed(), Duration::from_millis(500));
     // The endpoint's other webhooks are not limited by it.
     let other: Vec<Permit> = (0..10).map(|_| go(e.admit(ask(EP, SEC)))).collect();
@@ -443,6 +433,28 @@ async fn a_dropped_permit_frees_its_slots_and_teaches_nothing() {
     assert_eq!(e.limit_of(EP), Some(1));
     drop(p);
     assert_eq!((e.in_flight(), e.waiting()), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_hands_back_what_waits_and_admits_nothing_new() {
+    let _g = GAUGES.lock().await;
+    let waiting_before = metrics().deliveries_waiting.get();
+    let e = Endpoints::new(fixed(100, 1));
+    let in_flight = go(e.admit(ask(EP, SEC)));
+    let mut w = wait(e.admit(ask(EP, SEC)));
+    let pending = tokio::spawn(async move { w.wait().await });
+    tokio::task::yield_now().await;
+    e.close();
+    assert_eq!(
+        pending.await.unwrap().expect_err("refused"),
+        Refused::Closed
+    );
+    assert!(matches!(e.admit(ask(OTHER, SEC)), Admission::Closed));
+    assert_eq!(e.waiting(), 0);
+    assert_eq!(metrics().deliveries_waiting.get(), waiting_before);
+    // What was in flight finishes as usual.
+    in_flight.report(answered(5));
+    assert_eq!(e.in_flight(), 0);
 }
 
 #[test]
