@@ -129,10 +129,13 @@ async fn an_endpoint_unavailable_past_the_schedule_gives_its_deliveries_up() {
         match reason.as_str() {
             "endpoint_unavailable" => {
                 assert_eq!(sent, j.attempt - 1, "stopped before attempt {}", j.attempt);
-                assert!(j.held_since_ms.is_some());
+                assert!(j.unavailable_since_ms.is_some());
                 match m.headers.get("x-wf-last-error") {
                     Some(HeaderValue::Str(e)) => {
-                        assert!(e.starts_with("endpoint_unavailable: held back for"), "{e}")
+                        assert!(
+                            e.starts_with("endpoint_unavailable: unavailable for"),
+                            "{e}"
+                        )
                     }
                     other => panic!("no last error: {other:?}"),
                 }

@@ -391,7 +391,7 @@ async fn failing_endpoint_opens_its_circuit_without_slowing_others() {
             Some(wf_broker::HeaderValue::Str(r)) => {
                 assert_eq!(r, "circuit_open");
                 assert_eq!(job.v1().attempt, 1, "a held-back delivery keeps its number");
-                assert!(job.v1().held_since_ms.is_some());
+                assert!(job.v1().unavailable_since_ms.is_some());
                 deferred += 1;
             }
             _ => assert_eq!(

@@ -51,7 +51,7 @@ pub enum Attempted {
         queued: bool,
         /// Whether the endpoint is unavailable (circuit open, `Retry-After`) rather than
         /// busy or held to the webhook's `rateLimit`: only unavailability runs the clock
-        /// that gives a delivery up (`held_since_ms`).
+        /// that gives a delivery up (`unavailable_since_ms`).
         unavailable: bool,
     },
 }
@@ -169,7 +169,7 @@ pub fn next_step(
             queued,
             unavailable,
         } => {
-            let held_ms = now_ms.saturating_sub(job.held_since_ms.unwrap_or(now_ms));
+            let held_ms = now_ms.saturating_sub(job.unavailable_since_ms.unwrap_or(now_ms));
             let held = Duration::from_millis(u64::try_from(held_ms).unwrap_or(0));
             if unavailable && held > schedule.span() {
                 return Step::Dead {
@@ -255,6 +255,7 @@ mod tests {
             attempt,
             retry_base,
             held_since_ms: None,
+            unavailable_since_ms: None,
             body: "{}".into(),
         }
     }
@@ -355,7 +356,7 @@ mod tests {
 
     fn held_job(attempt: u32, held_for: Option<Duration>) -> DeliveryJobV1 {
         DeliveryJobV1 {
-            held_since_ms: held_for.map(|d| NOW - d.as_millis() as i64),
+            unavailable_since_ms: held_for.map(|d| NOW - d.as_millis() as i64),
             ..job(attempt, 0)
         }
     }
@@ -391,7 +392,7 @@ mod tests {
         }
         // A hold time after now (clocks of two workers disagree) is not negative.
         let future = DeliveryJobV1 {
-            held_since_ms: Some(NOW + 60_000),
+            unavailable_since_ms: Some(NOW + 60_000),
             ..job(1, 0)
         };
         assert_eq!(

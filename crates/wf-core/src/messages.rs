@@ -38,12 +38,18 @@ pub struct DeliveryJobV1 {
     /// schedule again. Optional on the wire (absent = 0), so older jobs still decode.
     #[serde(default)]
     pub retry_base: u32,
-    /// When the delivery was first held back (its endpoint busy, rate limited or its
-    /// circuit open) since its last real attempt, milliseconds since the epoch; `None`
-    /// while it is not being held back. A delivery held back for longer than the whole
-    /// retry schedule is dead-lettered as `endpoint_unavailable`. Optional on the wire.
+    /// When the delivery was first held back unsent (its endpoint busy, rate limited or
+    /// its circuit open) since its last real attempt, milliseconds since the epoch; `None`
+    /// while it is not being held back. For `wf_delivery_held_seconds`. Optional on the
+    /// wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_since_ms: Option<i64>,
+    /// Likewise, but only while its endpoint was *unavailable* (circuit open, or asking us
+    /// to wait with `Retry-After`): a delivery whose endpoint stays unavailable for longer
+    /// than the whole retry schedule is dead-lettered as `endpoint_unavailable`. Optional
+    /// on the wire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_since_ms: Option<i64>,
     /// The payload, serialised once at fan-out: every attempt sends these exact bytes.
     /// Shared, never copied, between the deliveries of one event and their attempts.
     pub body: Arc<str>,
@@ -80,6 +86,7 @@ impl DeliveryJob {
             attempt: 1,
             retry_base: 0,
             held_since_ms: None,
+            unavailable_since_ms: None,
             body,
         })
     }
@@ -97,6 +104,7 @@ impl DeliveryJob {
             attempt: d.attempts + 1,
             retry_base: d.attempts,
             held_since_ms: None,
+            unavailable_since_ms: None,
             body: Arc::from(d.body),
         })
     }
@@ -110,6 +118,7 @@ impl DeliveryJob {
         next.attempt = attempts + 1;
         next.retry_base = attempts;
         next.held_since_ms = None;
+        next.unavailable_since_ms = None;
         DeliveryJob::V1(next)
     }
 
@@ -119,14 +128,19 @@ impl DeliveryJob {
         let mut next = self.v1().clone();
         next.attempt += 1;
         next.held_since_ms = None;
+        next.unavailable_since_ms = None;
         DeliveryJob::V1(next)
     }
 
-    /// This job held back at `now_ms` without being sent: the same attempt, and the time
-    /// it was first held back (kept when it already was).
-    pub fn held(&self, now_ms: i64) -> DeliveryJob {
+    /// This job held back at `now_ms` without being sent (`unavailable`: because its
+    /// endpoint was unavailable): the same attempt, and the times it was first held back
+    /// (kept when it already was).
+    pub fn held(&self, now_ms: i64, unavailable: bool) -> DeliveryJob {
         let mut next = self.v1().clone();
         next.held_since_ms.get_or_insert(now_ms);
+        if unavailable {
+            next.unavailable_since_ms.get_or_insert(now_ms);
+        }
         DeliveryJob::V1(next)
     }
 
@@ -171,6 +185,7 @@ mod tests {
             attempt: 1,
             retry_base: 0,
             held_since_ms: Some(5),
+            unavailable_since_ms: Some(6),
             body: "{}".into(),
         });
         let bytes = job.encode();
@@ -193,19 +208,29 @@ mod tests {
     #[test]
     fn holding_back_keeps_the_attempt_and_the_first_hold_time() {
         let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into());
-        let held = job.held(1_000);
+        let busy = job.held(1_000, false);
+        let b = busy.v1();
         assert_eq!(
-            (held.v1().attempt, held.v1().held_since_ms),
-            (1, Some(1_000))
+            (b.attempt, b.held_since_ms, b.unavailable_since_ms),
+            (1, Some(1_000), None)
         );
-        let again = held.held(9_000);
+        let open = busy.held(5_000, true);
+        let o = open.v1();
         assert_eq!(
-            (again.v1().attempt, again.v1().held_since_ms),
-            (1, Some(1_000))
+            (o.attempt, o.held_since_ms, o.unavailable_since_ms),
+            (1, Some(1_000), Some(5_000))
         );
-        // Sent and failed: the next attempt's hold clock starts afresh.
-        assert_eq!(again.next_attempt().v1().held_since_ms, None);
-        assert_eq!(again.requeued(3).v1().held_since_ms, None);
+        let again = open.held(9_000, true);
+        let a = again.v1();
+        assert_eq!(
+            (a.attempt, a.held_since_ms, a.unavailable_since_ms),
+            (1, Some(1_000), Some(5_000))
+        );
+        // Sent and failed: the next attempt's clocks start afresh.
+        for next in [again.next_attempt(), again.requeued(3)] {
+            let n = next.v1();
+            assert_eq!((n.held_since_ms, n.unavailable_since_ms), (None, None));
+        }
     }
 
     fn event() -> Event {

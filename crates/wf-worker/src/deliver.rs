@@ -370,17 +370,13 @@ impl Deliverer {
         origin: Origin,
     ) -> anyhow::Result<Logged> {
         let now = wf_core::time::now_ms();
-        // Only unavailability (circuit open, Retry-After) starts the clock that gives a
+        // Only unavailability (circuit open, Retry-After) runs the clock that gives a
         // delivery up; a busy endpoint or the webhook's own rate limit only makes it wait.
-        let held = if hold.unavailable {
-            job.held(now.timestamp_millis())
-        } else {
-            job.clone()
-        };
+        let held = job.held(now.timestamp_millis(), hold.unavailable);
         let h = held.v1();
-        let held_for_ms = h
-            .held_since_ms
-            .map_or(0, |since| now.timestamp_millis() - since);
+        let since = |t: Option<i64>| t.map_or(0, |t| (now.timestamp_millis() - t).max(0));
+        let held_for_ms = since(h.held_since_ms);
+        let unavailable_for_ms = since(h.unavailable_since_ms);
         let attempted = Attempted::HeldBack {
             reason: hold.reason,
             wait: hold.wait,
@@ -390,10 +386,10 @@ impl Deliverer {
         let step = next_step(attempted, h, &self.schedule, now.timestamp_millis());
         metrics()
             .delivery_held_seconds
-            .observe(held_for_ms.max(0) as f64 / 1000.0);
+            .observe(held_for_ms as f64 / 1000.0);
         let why = format!(
-            "endpoint_unavailable: held back for {} ({}), never sent",
-            format_duration(Duration::from_millis(held_for_ms.max(0) as u64)),
+            "endpoint_unavailable: unavailable for {} ({}), not sent",
+            format_duration(Duration::from_millis(unavailable_for_ms as u64)),
             hold.reason.as_str()
         );
         self.carry_out(step, &held, None, Some(&why)).await?;
