@@ -1,6 +1,7 @@
 //! Pure domain of the WorkFlows outbound-webhook system: the event catalog, the payload
 //! envelope, typed ids, signing, the URL/IP policy, durations and retry schedules, the
-//! configuration, and the versioned queue-message types.
+//! configuration, the API's request bodies and their rules, and the versioned
+//! queue-message types.
 //!
 //! Nothing here does I/O. Every fallible function fails only by returning a parse error,
 //! so the rest of the system can build on values that are valid by construction.
@@ -12,6 +13,7 @@ pub mod envelope;
 pub mod events;
 pub mod ids;
 pub mod messages;
+pub mod requests;
 pub mod signing;
 pub mod time;
 pub mod url_policy;
