@@ -518,6 +518,11 @@ mod tests {
                 json!({"event": "alert.created", "data": []}),
                 (422, "invalid_data", Some("data")),
             ),
+            // Valid RFC 3339, but before year 0 in UTC: the worker could not read it back.
+            (
+                json!({"event": "alert.created", "timestamp": "0000-01-01T00:30:00+01:00"}),
+                (422, "invalid_timestamp", Some("timestamp")),
+            ),
         ];
         for (body, want) in cases {
             let r = event(obj(body.clone()), &org).unwrap_err();
