@@ -46,4 +46,4 @@ git_ add -A
 GIT_AUTHOR_DATE="$stamp" GIT_COMMITTER_DATE="$stamp" git_ commit -q -m "RustSec advisory-db snapshot"
 # cargo-deny also takes the time of .git/HEAD as the fetch time when it is newer.
 touch -d "$stamp" "$dest/.git/HEAD"
-echo "advisory database: $(head -n1 "$src/SNAPSHOT.txt" 2>/dev/null || echo "$src") (dated $stamp)"
+echo "advisory database: $(head -n1 "$src/SNAPSHOT.txt" 2>/dev/null | cut -d";" -f1 || echo "$src") (dated $stamp)"
