@@ -51,6 +51,9 @@ test: services tools ## what CI runs: fmt check, clippy -D warnings, supply-chai
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 deny: tools ## supply chain: bans, licenses, sources; advisories from the local RustSec copy (ADVISORY_DB), offline
+	@# cargo-deny reads every crate of the lock file, other platforms' too, which a build
+	@# alone does not download; it then runs offline (no advisory or index fetching).
+	$(CARGO) fetch --locked
 	$(CARGO) deny --locked --offline check --hide-inclusion-graph bans licenses sources
 	@if [ -d "$(ADVISORY_DB)/crates" ]; then \
 		scripts/advisory-db.sh "$(ADVISORY_DB)" "$(ADVISORY_CHECKOUT)" && \
