@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::events::EventType;
 use crate::ids::{EventId, OrgId};
-use crate::time::{format_ms, now_ms, parse_rfc3339};
+use crate::time::{format_ms, now_ms, parse_event_timestamp};
 
 /// Largest accepted event message (docs/api.md, "Event intake"): anything bigger is
 /// rejected, never delivered.
@@ -33,7 +33,7 @@ pub enum EventRejection {
     InvalidOrgId,
     #[error("invalid `id`")]
     InvalidId,
-    #[error("invalid `timestamp` (expected RFC 3339)")]
+    #[error("invalid `timestamp` (expected RFC 3339, years 0000 to 9999 in UTC)")]
     InvalidTimestamp,
     #[error("`data` must be a JSON object")]
     InvalidData,
@@ -171,7 +171,9 @@ impl Event {
         };
         let timestamp = match raw.timestamp {
             None | Some(Value::Null) => now_ms(),
-            Some(Value::String(s)) => parse_rfc3339(&s).ok_or(EventRejection::InvalidTimestamp)?,
+            Some(Value::String(s)) => {
+                parse_event_timestamp(&s).ok_or(EventRejection::InvalidTimestamp)?
+            }
             Some(_) => return Err(EventRejection::InvalidTimestamp),
         };
         let data = match raw.data {

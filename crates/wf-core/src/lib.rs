@@ -1,6 +1,7 @@
 //! Pure domain of the WorkFlows outbound-webhook system: the event catalog, the payload
 //! envelope, typed ids, signing, the URL/IP policy, durations and retry schedules, the
-//! configuration, the versioned queue-message types and what follows a delivery attempt.
+//! configuration, the API's request bodies and their rules, the versioned queue-message
+//! types, and what follows a delivery attempt.
 //!
 //! Nothing here does I/O. Every fallible function fails only by returning a parse error,
 //! so the rest of the system can build on values that are valid by construction.
@@ -13,6 +14,7 @@ pub mod events;
 pub mod ids;
 pub mod lifecycle;
 pub mod messages;
+pub mod requests;
 pub mod signing;
 pub mod time;
 pub mod url_policy;

@@ -8,12 +8,13 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use wf_core::events::EventType;
 use wf_core::ids::ApiKeyId;
+use wf_core::requests;
 use wf_core::time::format_ms;
 use wf_store::ApiKey;
 
 use super::auth::Caller;
 use super::emit::system_event;
-use super::json::{opt_string, JsonObject};
+use super::json::JsonObject;
 use super::ApiError;
 use crate::AppState;
 
@@ -30,8 +31,7 @@ pub async fn create(
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    // Same rule as a webhook's name: 1..=100 characters after trimming.
-    let name = super::webhooks::parse_name(opt_string(&body, "name")?)?;
+    let name = requests::api_key_create(&body)?;
     let (key, token) = state.store.create_api_key(&caller.org, &name).await?;
     let public = key_json(&key);
     system_event(

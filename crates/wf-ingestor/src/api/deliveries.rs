@@ -5,18 +5,18 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use wf_broker::routes;
 use wf_core::ids::{DeliveryId, WebhookId};
 use wf_core::messages::DeliveryJob;
-use wf_core::time::{format_ms, parse_rfc3339};
+use wf_core::requests::{self, ReplayWindow};
+use wf_core::time::format_ms;
 use wf_store::{Delivery, DeliveryStatus, ReplayFilter, ReplayItem, Webhook};
 
 use super::auth::Caller;
-use super::json::{opt_string, JsonObject};
+use super::json::JsonObject;
 use super::webhooks::{cursor_error, parse_limit};
 use super::ApiError;
 use crate::AppState;
@@ -177,22 +177,6 @@ pub async fn retry(
     ))
 }
 
-fn opt_time(
-    body: &serde_json::Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match opt_string(body, field)? {
-        None => Ok(None),
-        Some(s) => parse_rfc3339(&s).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_timestamp",
-                field,
-                format!("`{field}` must be an RFC 3339 timestamp"),
-            )
-        }),
-    }
-}
-
 /// `POST /webhooks/{id}/replay` with `{"status": "dead", "since"?, "until"?}`: re-queues
 /// the webhook's dead deliveries created in the window.
 pub async fn replay(
@@ -201,34 +185,7 @@ pub async fn replay(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    match opt_string(&body, "status")?.as_deref() {
-        Some("dead") => {}
-        None => {
-            return Err(ApiError::invalid(
-                "status_required",
-                "status",
-                "`status` is required (\"dead\")",
-            ))
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_status",
-                "status",
-                "only dead deliveries can be replayed: `status` must be \"dead\"",
-            ))
-        }
-    }
-    let since = opt_time(&body, "since")?;
-    let until = opt_time(&body, "until")?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if s >= u {
-            return Err(ApiError::invalid(
-                "invalid_time_range",
-                "until",
-                "`until` must be after `since`",
-            ));
-        }
-    }
+    let ReplayWindow { since, until } = requests::replay(&body)?;
     let webhook = active_webhook(&state, &caller, &id).await?;
     let (mut queued, mut skipped) = (0usize, 0usize);
     let mut after: Option<DeliveryId> = None;

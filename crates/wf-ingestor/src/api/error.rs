@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 use tracing::error;
+use wf_core::requests::RequestError;
 
 /// An API error: status, stable snake_case code, human message, and the JSON field at
 /// fault when there is one.
@@ -66,6 +67,18 @@ impl ApiError {
             "service_unavailable",
             format!("{context}; try again"),
         )
+    }
+}
+
+/// A body `wf_core::requests` refused: its status, code, message and field as they are.
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+            code: e.code,
+            message: e.message,
+            field: e.field,
+        }
     }
 }
 

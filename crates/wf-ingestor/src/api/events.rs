@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
-use wf_core::envelope::{Event, EventRejection, MAX_EVENT_BYTES};
+use wf_core::requests;
 use wf_store::EventRecord;
 use wf_telemetry::metrics;
 
@@ -17,54 +17,19 @@ use super::json::JsonObject;
 use super::ApiError;
 use crate::AppState;
 
-fn rejection_to_api(r: &EventRejection) -> ApiError {
-    let (code, field) = match r {
-        EventRejection::MissingEvent => ("event_required", "event"),
-        EventRejection::UnknownEvent(_) => ("unknown_event", "event"),
-        EventRejection::InvalidId => ("invalid_event_id", "id"),
-        EventRejection::InvalidTimestamp => ("invalid_timestamp", "timestamp"),
-        EventRejection::InvalidData => ("invalid_data", "data"),
-        EventRejection::TooLarge => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("event exceeds {MAX_EVENT_BYTES} bytes"),
-            )
-        }
-        other => return ApiError::bad_json(other.to_string()),
-    };
-    let err = ApiError::invalid(code, field, r.to_string());
-    if matches!(r, EventRejection::UnknownEvent(_)) {
-        ApiError {
-            message: format!("{r}; see GET /api/v1/event-types"),
-            ..err
-        }
-    } else {
-        err
-    }
-}
-
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let supplied_id = body.contains_key("id") && !body["id"].is_null();
-    let event = Event::from_value(Value::Object(body), Some(&caller.org), None).map_err(|r| {
+    let event = requests::event(body, &caller.org).map_err(|r| {
         metrics()
             .events_rejected
             .with_label_values(&[r.reason()])
             .inc();
-        rejection_to_api(&r)
+        ApiError::from(requests::event_rejection(&r))
     })?;
-    let wire_len = event.to_wire().len();
-    if wire_len > MAX_EVENT_BYTES {
-        metrics()
-            .events_rejected
-            .with_label_values(&["too_large"])
-            .inc();
-        return Err(rejection_to_api(&EventRejection::TooLarge));
-    }
     let response = json!({ "data": { "id": event.id, "event": event.event } });
 
     if supplied_id {

@@ -1,11 +1,12 @@
 //! Request bodies: read as bytes (so oversize is our `413` and bad JSON our `400`), then
-//! parsed into a JSON object whose fields handlers check one by one, with the field named
-//! in the error.
+//! parsed into a JSON object that `wf_core::requests` checks field by field, naming the
+//! field in the error.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
+use wf_core::requests::parse_object;
 
 use super::ApiError;
 
@@ -27,70 +28,6 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 ApiError::new(rej.status(), "invalid_body", rej.body_text())
             }
         })?;
-        parse_object(&bytes).map(JsonObject)
-    }
-}
-
-/// Parses bytes as a JSON object.
-///
-/// # Errors
-/// `400 invalid_json` for malformed JSON, an empty body, or a non-object.
-pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_json(
-            "request body is empty; expected a JSON object",
-        ));
-    }
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::bad_json("request body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_json(format!("malformed JSON: {e}"))),
-    }
-}
-
-/// An optional string field; `null` counts as absent.
-///
-/// # Errors
-/// `400 invalid_json` naming the field when present with another type.
-pub fn opt_string(m: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::bad_json(format!("`{field}` must be a string")).with_field(field)),
-    }
-}
-
-/// An optional boolean field; `null` counts as absent.
-///
-/// # Errors
-/// `400 invalid_json` naming the field when present with another type.
-pub fn opt_bool(m: &Map<String, Value>, field: &'static str) -> Result<Option<bool>, ApiError> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => {
-            Err(ApiError::bad_json(format!("`{field}` must be a boolean")).with_field(field))
-        }
-    }
-}
-
-/// An optional array-of-strings field; `null` counts as absent.
-///
-/// # Errors
-/// `400 invalid_json` naming the field when present with another type.
-pub fn opt_string_array(
-    m: &Map<String, Value>,
-    field: &'static str,
-) -> Result<Option<Vec<String>>, ApiError> {
-    let wrong =
-        || ApiError::bad_json(format!("`{field}` must be an array of strings")).with_field(field);
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(wrong()),
+        parse_object(&bytes).map(JsonObject).map_err(ApiError::from)
     }
 }

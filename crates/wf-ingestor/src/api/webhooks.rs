@@ -7,119 +7,20 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use wf_core::events::{EventFilters, EventFiltersError, EventType};
+use wf_core::events::EventType;
 use wf_core::ids::WebhookId;
-use wf_core::url_policy::WebhookUrl;
+use wf_core::requests;
 use wf_store::{NewWebhook, Webhook, WebhookPatch};
 
 use super::auth::Caller;
 use super::emit::system_event;
-use super::json::{opt_bool, opt_string, opt_string_array, JsonObject};
+use super::json::JsonObject;
 use super::ApiError;
 use crate::AppState;
-
-/// Longest webhook name, in Unicode scalar values, after trimming.
-pub const MAX_NAME_CHARS: usize = 100;
 
 /// The Webhook object (docs/api.md, "Webhook"; no secret).
 pub fn webhook_json(w: &Webhook) -> Map<String, Value> {
     w.view().to_json()
-}
-
-/// The largest `rateLimit`, deliveries per second.
-pub const MAX_RATE_LIMIT: u64 = 10_000;
-
-/// The `rateLimit` field as given: absent (`None`), `null` (`Some(None)`) or a number.
-///
-/// # Errors
-/// `400 invalid_json` for any other type.
-fn rate_limit_field(
-    body: &Map<String, Value>,
-) -> Result<Option<Option<&serde_json::Number>>, ApiError> {
-    match body.get("rateLimit") {
-        None => Ok(None),
-        Some(Value::Null) => Ok(Some(None)),
-        Some(Value::Number(n)) => Ok(Some(Some(n))),
-        Some(_) => {
-            Err(ApiError::bad_json("`rateLimit` must be an integer or null")
-                .with_field("rateLimit"))
-        }
-    }
-}
-
-/// `rateLimit`'s rule: an integer from 1 to 10,000 deliveries per second, or `null` for
-/// no limit.
-///
-/// # Errors
-/// `422 invalid_rate_limit` otherwise.
-fn parse_rate_limit(
-    field: Option<Option<&serde_json::Number>>,
-) -> Result<Option<Option<u32>>, ApiError> {
-    let Some(value) = field else {
-        return Ok(None);
-    };
-    let Some(n) = value else {
-        return Ok(Some(None));
-    };
-    n.as_u64()
-        .filter(|v| (1..=MAX_RATE_LIMIT).contains(v))
-        .and_then(|v| u32::try_from(v).ok())
-        .map(|v| Some(Some(v)))
-        .ok_or_else(|| {
-            ApiError::invalid(
-                "invalid_rate_limit",
-                "rateLimit",
-                format!(
-                    "`rateLimit` must be an integer from 1 to {MAX_RATE_LIMIT} (deliveries \
-                     per second), or null for no limit"
-                ),
-            )
-        })
-}
-
-/// A name (webhook or API key): trimmed, 1..=100 Unicode scalar values.
-pub(super) fn parse_name(raw: Option<String>) -> Result<String, ApiError> {
-    let name = raw.as_deref().map(str::trim).unwrap_or("");
-    if name.is_empty() {
-        return Err(ApiError::invalid(
-            "name_required",
-            "name",
-            "`name` is required",
-        ));
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::invalid(
-            "name_too_long",
-            "name",
-            format!("`name` must be at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    Ok(name.to_owned())
-}
-
-fn parse_url(state: &AppState, raw: Option<String>) -> Result<String, ApiError> {
-    let raw = raw.ok_or_else(|| ApiError::invalid("url_required", "url", "`url` is required"))?;
-    WebhookUrl::parse(&raw, &state.config.allowed_target_cidrs)
-        .map(|u| u.as_str().to_owned())
-        .map_err(|e| ApiError::invalid(e.code(), "url", e.to_string()))
-}
-
-fn parse_events(raw: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
-    let raw = raw.unwrap_or_default();
-    EventFilters::parse(&raw)
-        .map(|f| f.to_strings())
-        .map_err(|e| match e {
-            EventFiltersError::Empty => ApiError::invalid(
-                "events_required",
-                "events",
-                "`events` must list at least one event type",
-            ),
-            EventFiltersError::Unknown(u) => ApiError::invalid(
-                "unknown_event",
-                "events",
-                format!("{u}; see GET /api/v1/event-types"),
-            ),
-        })
 }
 
 fn parse_id(id: &str) -> Result<WebhookId, ApiError> {
@@ -131,18 +32,13 @@ pub async fn create(
     caller: Caller,
     JsonObject(body): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    // Type errors first (400), then rules in field order (422).
-    let name = opt_string(&body, "name")?;
-    let url = opt_string(&body, "url")?;
-    let events = opt_string_array(&body, "events")?;
-    let is_active = opt_bool(&body, "isActive")?;
-    let rate_limit = rate_limit_field(&body)?;
+    let body = requests::webhook_create(&body, &state.config.allowed_target_cidrs)?;
     let new = NewWebhook {
-        name: parse_name(name)?,
-        url: parse_url(&state, url)?,
-        events: parse_events(events)?,
-        is_active: is_active.unwrap_or(true),
-        rate_limit: parse_rate_limit(rate_limit)?.flatten(),
+        name: body.name,
+        url: body.url,
+        events: body.events,
+        is_active: body.is_active,
+        rate_limit: body.rate_limit,
     };
     let (webhook, secret) = state.store.create_webhook(&caller.org, new).await?;
     let public = webhook_json(&webhook);
@@ -247,33 +143,13 @@ pub async fn update(
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
-    let present = |f: &str| body.contains_key(f);
-    let name = opt_string(&body, "name")?;
-    let url = opt_string(&body, "url")?;
-    let events = opt_string_array(&body, "events")?;
-    let is_active = opt_bool(&body, "isActive")?;
-    if present("isActive") && is_active.is_none() {
-        return Err(ApiError::bad_json("`isActive` must be a boolean").with_field("isActive"));
-    }
-    let rate_limit = rate_limit_field(&body)?;
+    let body = requests::webhook_update(&body, &state.config.allowed_target_cidrs)?;
     let patch = WebhookPatch {
-        name: if present("name") {
-            Some(parse_name(name)?)
-        } else {
-            None
-        },
-        url: if present("url") {
-            Some(parse_url(&state, url)?)
-        } else {
-            None
-        },
-        events: if present("events") {
-            Some(parse_events(events)?)
-        } else {
-            None
-        },
-        is_active,
-        rate_limit: parse_rate_limit(rate_limit)?,
+        name: body.name,
+        url: body.url,
+        events: body.events,
+        is_active: body.is_active,
+        rate_limit: body.rate_limit,
     };
     let (before, after) = state
         .store
