@@ -148,16 +148,8 @@ pub async fn reject_event(
 /// # Errors
 /// As [`Publisher::publish`].
 pub async fn queue_delivery(publisher: &Publisher, job: &DeliveryJob) -> Result<(), PublishError> {
-    publisher
-        .publish(OutgoingMessage {
-            exchange: names::DELIVERIES_EXCHANGE,
-            routing_key: names::DELIVERY_ROUTING_KEY,
-            body: &job.encode(),
-            message_id: Some(job.v1().delivery_id.as_str()),
-            headers: Vec::new(),
-            mandatory: true,
-        })
-        .await
+    let to = (names::DELIVERIES_EXCHANGE, names::DELIVERY_ROUTING_KEY);
+    publish_job(publisher, to, job, Vec::new()).await
 }
 
 /// Schedules the next attempt of `failed` (whose attempt just failed) on the retry tier
@@ -172,17 +164,9 @@ pub async fn retry(
     tier: Duration,
     last_error: Option<&str>,
 ) -> Result<(), PublishError> {
-    let next = failed.next_attempt();
-    publisher
-        .publish(OutgoingMessage {
-            exchange: "",
-            routing_key: &names::retry_queue(tier),
-            body: &next.encode(),
-            message_id: Some(failed.v1().delivery_id.as_str()),
-            headers: attempt_headers(failed, last_error),
-            mandatory: true,
-        })
-        .await
+    let queue = names::retry_queue(tier);
+    let hs = attempt_headers(failed, last_error);
+    publish_job(publisher, ("", &queue), &failed.next_attempt(), hs).await
 }
 
 /// Parks `held` (a job held back without being sent, see
@@ -197,16 +181,9 @@ pub async fn defer(
     tier: Duration,
     reason: HoldReason,
 ) -> Result<(), PublishError> {
-    publisher
-        .publish(OutgoingMessage {
-            exchange: "",
-            routing_key: &names::retry_queue(tier),
-            body: &held.encode(),
-            message_id: Some(held.v1().delivery_id.as_str()),
-            headers: vec![str_header(headers::DEFERRED, reason.as_str())],
-            mandatory: true,
-        })
-        .await
+    let queue = names::retry_queue(tier);
+    let hs = vec![str_header(headers::DEFERRED, reason.as_str())];
+    publish_job(publisher, ("", &queue), held, hs).await
 }
 
 /// Dead-letters `job` (its last attempt, or the attempt it was stopped at) to
@@ -222,16 +199,8 @@ pub async fn dead_letter(
 ) -> Result<(), PublishError> {
     let mut hs = attempt_headers(job, last_error);
     hs.push(str_header(headers::REASON, reason.as_str()));
-    publisher
-        .publish(OutgoingMessage {
-            exchange: names::DEAD_EXCHANGE,
-            routing_key: names::DELIVERY_ROUTING_KEY,
-            body: &job.encode(),
-            message_id: Some(job.v1().delivery_id.as_str()),
-            headers: hs,
-            mandatory: true,
-        })
-        .await
+    let to = (names::DEAD_EXCHANGE, names::DELIVERY_ROUTING_KEY);
+    publish_job(publisher, to, job, hs).await
 }
 
 /// Dead-letters a job message that is not attempted at all (it cannot be decoded, or the
@@ -255,6 +224,25 @@ pub async fn dead_letter_unattempted(
                 str_header(headers::REASON, reason.as_str()),
                 (headers::LAST_ERROR.to_owned(), text(why)),
             ],
+            mandatory: true,
+        })
+        .await
+}
+
+/// Publishes `job` to (exchange, routing key), message id = its delivery id.
+async fn publish_job(
+    publisher: &Publisher,
+    (exchange, routing_key): (&str, &str),
+    job: &DeliveryJob,
+    headers: Vec<(String, HeaderValue)>,
+) -> Result<(), PublishError> {
+    publisher
+        .publish(OutgoingMessage {
+            exchange,
+            routing_key,
+            body: &job.encode(),
+            message_id: Some(job.v1().delivery_id.as_str()),
+            headers,
             mandatory: true,
         })
         .await
