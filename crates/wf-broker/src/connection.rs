@@ -5,6 +5,11 @@
 //! process that only publishes on demand (the ingestor) must report itself ready again
 //! without waiting for a request to arrive, or a readiness probe would keep it out of
 //! rotation forever.
+//!
+//! The URL may list several nodes of a cluster, comma-separated. A process connects to one
+//! (starting at a random one, so a fleet spreads over the nodes) and, when it loses it,
+//! to the next one that answers: each attempt of the backoff tries the next node in the
+//! list, so a dead node costs one failed attempt, not a whole backoff.
 
 use crate::consumer::{Consumer, Incoming};
 use crate::error::{amqp_code, code, redact_url, BrokerError};
@@ -70,8 +75,59 @@ pub struct Broker {
     shared: Arc<Shared>,
 }
 
+/// The nodes of `WF_AMQP_URL`, in the order given.
+#[derive(Clone)]
+struct Nodes {
+    uris: Vec<AMQPUri>,
+    /// Each node's URL with its password replaced by `***`.
+    redacted: Vec<String>,
+}
+
+impl Nodes {
+    /// Parses a comma-separated list of AMQP URLs (one is a list of one), asking for
+    /// [`DEFAULT_FRAME_MAX`] unless a URL sets `frame_max`.
+    fn parse(list: &str) -> Result<Nodes, BrokerError> {
+        let mut uris = Vec::new();
+        let mut redacted = Vec::new();
+        for raw in list.split(',') {
+            let raw = raw.trim();
+            let shown = redact_url(raw);
+            if raw.is_empty() {
+                return Err(BrokerError::InvalidUrl {
+                    url: redact_url(list),
+                    detail: "an empty entry in the list of node URLs".to_owned(),
+                });
+            }
+            let mut uri = raw
+                .parse::<AMQPUri>()
+                .map_err(|detail| BrokerError::InvalidUrl {
+                    url: shown.clone(),
+                    detail,
+                })?;
+            uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+            uris.push(uri);
+            redacted.push(shown);
+        }
+        Ok(Nodes { uris, redacted })
+    }
+
+    fn len(&self) -> usize {
+        self.uris.len()
+    }
+
+    /// Where a process starts: a random node, so that a fleet spreads over the cluster.
+    fn random_start(&self) -> usize {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as usize);
+        (nanos ^ std::process::id() as usize) % self.len()
+    }
+}
+
 struct Shared {
     redacted_url: String,
+    /// Which node of the list the live connection goes to (for logs and tests).
+    node: Arc<std::sync::atomic::AtomicUsize>,
     /// The live connection, `None` while reconnecting or after [`Broker::close`].
     state: watch::Sender<Option<Arc<Connection>>>,
     /// Pokes the supervisor when an operation noticed the connection is dead.
@@ -118,17 +174,12 @@ impl Broker {
     /// # Errors
     /// As [`Broker::connect`].
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Broker, BrokerError> {
-        let redacted_url = redact_url(url);
-        let mut uri = url
-            .parse::<AMQPUri>()
-            .map_err(|detail| BrokerError::InvalidUrl {
-                url: redacted_url.clone(),
-                detail,
-            })?;
-        uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+        let nodes = Nodes::parse(url)?;
+        let redacted_url = nodes.redacted.join(",");
         let props = ConnectionProperties::default().with_connection_name(options.name.into());
         let started = Instant::now();
-        let conn = open_connection(&uri, &props, &redacted_url, Some(options.patience))
+        let start = nodes.random_start();
+        let (conn, at) = open_connection(&nodes, start, &props, Some(options.patience))
             .await
             .map_err(|(detail, retryable)| BrokerError::Connect {
                 url: redacted_url.clone(),
@@ -136,14 +187,15 @@ impl Broker {
                 detail,
                 retryable,
             })?;
-        info!(url = %redacted_url, "connected to RabbitMQ");
+        info!(url = %nodes.redacted[at], "connected to RabbitMQ");
 
         let (state, _) = watch::channel(Some(Arc::new(conn)));
         let wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
+        let node = Arc::new(std::sync::atomic::AtomicUsize::new(at));
         tokio::spawn(supervise(Supervisor {
-            uri,
-            redacted_url: redacted_url.clone(),
+            nodes,
+            node: node.clone(),
             props,
             state: state.clone(),
             wake: wake.clone(),
@@ -152,6 +204,7 @@ impl Broker {
         Ok(Broker {
             shared: Arc::new(Shared {
                 redacted_url,
+                node,
                 state,
                 wake,
                 shutdown,
@@ -159,6 +212,12 @@ impl Broker {
                 settlers: Mutex::new(Vec::new()),
             }),
         })
+    }
+
+    /// Which node of the URL list the current (or last) connection goes to, counted from
+    /// 0 in the order given.
+    pub fn node(&self) -> usize {
+        self.shared.node.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Declares the exchanges, queues and bindings of the topology (docs/api.md, "RabbitMQ
@@ -287,8 +346,19 @@ impl Broker {
         result
     }
 
-    /// Whether the connection is up right now (for `/readyz`). False while the background
-    /// supervisor is reconnecting and after [`Broker::close`].
+    /// An identity of the current connection (`None` while there is none): it changes
+    /// when the connection is replaced after a loss.
+    pub(crate) fn connection_id(&self) -> Option<usize> {
+        self.shared
+            .state
+            .borrow()
+            .as_ref()
+            .map(|c| Arc::as_ptr(c) as usize)
+    }
+
+    /// Whether the connection is up right now (for `/readyz`): to any node of the list.
+    /// False while the background supervisor is reconnecting (no node answers yet) and
+    /// after [`Broker::close`].
     pub fn is_connected(&self) -> bool {
         self.shared
             .state
@@ -342,7 +412,8 @@ impl Broker {
         }
     }
 
-    /// The AMQP URL with its password replaced by `***`, for logs and error messages.
+    /// The AMQP URL (every node of the list) with passwords replaced by `***`, for logs
+    /// and error messages.
     pub fn redacted_url(&self) -> &str {
         &self.shared.redacted_url
     }
@@ -425,8 +496,9 @@ fn invalid_name(name: &str, detail: String) -> BrokerError {
 /// Everything the supervisor needs, deliberately without a handle to [`Shared`], so the
 /// broker is dropped (and the supervisor stopped) when the last user handle goes.
 struct Supervisor {
-    uri: AMQPUri,
-    redacted_url: String,
+    nodes: Nodes,
+    /// The node of the live connection (shared with the broker handles).
+    node: Arc<std::sync::atomic::AtomicUsize>,
     props: ConnectionProperties,
     state: watch::Sender<Option<Arc<Connection>>>,
     wake: Arc<Notify>,
@@ -455,16 +527,19 @@ async fn supervise(s: Supervisor) {
         if s.shutdown.is_cancelled() {
             return;
         }
-        warn!(url = %s.redacted_url, "RabbitMQ connection lost; reconnecting");
+        let lost = s.node.load(std::sync::atomic::Ordering::Relaxed);
+        warn!(url = %s.nodes.redacted[lost], "RabbitMQ connection lost; reconnecting");
         s.state.send_replace(None);
+        // The next node first: the one we lost may be the one that is down.
+        let mut start = (lost + 1) % s.nodes.len();
         loop {
-            let attempt = open_connection(&s.uri, &s.props, &s.redacted_url, None);
+            let attempt = open_connection(&s.nodes, start, &s.props, None);
             let result = tokio::select! {
                 () = s.shutdown.cancelled() => return,
                 result = attempt => result,
             };
             match result {
-                Ok(conn) => {
+                Ok((conn, at)) => {
                     // Publish it unless `close` ran meanwhile (`close` cancels before it
                     // empties the slot, and both go through the watch lock).
                     let mut unused = Some(Arc::new(conn));
@@ -479,13 +554,15 @@ async fn supervise(s: Supervisor) {
                         let _ = conn.close(200, "OK".into()).await;
                         return;
                     }
-                    info!(url = %s.redacted_url, "reconnected to RabbitMQ");
+                    s.node.store(at, std::sync::atomic::Ordering::Relaxed);
+                    info!(url = %s.nodes.redacted[at], "reconnected to RabbitMQ");
                     break;
                 }
                 Err((detail, _)) => {
                     // Only refusals end the backoff (e.g. the password was changed or the
                     // vhost deleted). Keep trying slowly: an operator may fix it.
-                    warn!(url = %s.redacted_url, error = %detail, "RabbitMQ refused the reconnection; retrying in 30s");
+                    warn!(url = %s.nodes.redacted.join(","), error = %detail, "RabbitMQ refused the reconnection; retrying in 30s");
+                    start = (start + 1) % s.nodes.len();
                     tokio::select! {
                         () = s.shutdown.cancelled() => return,
                         () = tokio::time::sleep(REFUSED_RETRY) => {}
@@ -497,28 +574,39 @@ async fn supervise(s: Supervisor) {
 }
 
 /// Connects with exponential backoff (200 ms doubling to 5 s, with jitter) for up to
-/// `patience`, or forever with `None`. Refusals that waiting cannot fix (bad
-/// credentials, unknown vhost) end the attempts at once. Returns the last error and
-/// whether it was transient.
+/// `patience`, or forever with `None`, each attempt to the next node of the list from
+/// `start` on. Refusals that waiting cannot fix (bad credentials, unknown vhost) end the
+/// attempts at once. Returns the connection and its node, or the last error and whether
+/// it was transient.
 async fn open_connection(
-    uri: &AMQPUri,
+    nodes: &Nodes,
+    start: usize,
     props: &ConnectionProperties,
-    redacted_url: &str,
     patience: Option<Duration>,
-) -> Result<Connection, (String, bool)> {
+) -> Result<(Connection, usize), (String, bool)> {
     let last_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let next = std::sync::atomic::AtomicUsize::new(start);
     let backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
         .without_max_times();
-    let attempt = || async { Connection::connect_uri(uri.clone(), props.clone()).await };
-    let retrying = attempt.retry(backoff).when(is_transient).notify(|e, next| {
-        if let Ok(mut last) = last_error.lock() {
-            *last = Some(e.to_string());
-        }
-        warn!(url = %redacted_url, error = %e, retry_in = ?next, "RabbitMQ not reachable yet");
-    });
+    let attempt = || async {
+        let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % nodes.len();
+        Connection::connect_uri(nodes.uris[at].clone(), props.clone())
+            .await
+            .map(|conn| (conn, at))
+            .map_err(|e| (e, at))
+    };
+    let retrying = attempt
+        .retry(backoff)
+        .when(|(e, _)| is_transient(e))
+        .notify(|(e, at), next| {
+            if let Ok(mut last) = last_error.lock() {
+                *last = Some(e.to_string());
+            }
+            warn!(url = %nodes.redacted[*at], error = %e, retry_in = ?next, "RabbitMQ node not reachable");
+        });
     let result = match patience {
         None => retrying.await,
         Some(patience) => {
@@ -535,7 +623,7 @@ async fn open_connection(
             }
         }
     };
-    result.map_err(|e| (e.to_string(), is_transient(&e)))
+    result.map_err(|(e, _)| (e.to_string(), is_transient(&e)))
 }
 
 /// Whether a failed connection attempt may succeed later. Protocol refusals (bad
@@ -548,4 +636,47 @@ fn is_transient(e: &lapin::Error) -> bool {
                 | lapin::ErrorKind::AuthProviderError(_)
                 | lapin::ErrorKind::NoDefaultRuntime
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_nodes_parses_each_and_hides_passwords() {
+        let nodes = Nodes::parse(
+            "amqp://u:secret@a:5672/%2f, amqp://u:secret@b:5673/vh ,amqps://c/%2f?frame_max=65536",
+        )
+        .unwrap();
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(
+            nodes.redacted,
+            [
+                "amqp://u:***@a:5672/%2f",
+                "amqp://u:***@b:5673/vh",
+                "amqps://c/%2f?frame_max=65536"
+            ]
+        );
+        assert_eq!(nodes.uris[1].authority.port, 5673);
+        assert_eq!(nodes.uris[0].query.frame_max, Some(DEFAULT_FRAME_MAX));
+        assert_eq!(nodes.uris[2].query.frame_max, Some(65_536));
+        assert!(nodes.random_start() < 3);
+        assert_eq!(Nodes::parse("amqp://one/%2f").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_without_its_password() {
+        for (list, shown) in [
+            ("amqp://a/%2f,,amqp://b/%2f", "amqp://a/%2f,,amqp://b/%2f"),
+            ("amqp://a/%2f,http://u:pw@b/", "http://u:***@b/"),
+        ] {
+            match Nodes::parse(list) {
+                Err(BrokerError::InvalidUrl { url, .. }) => {
+                    assert_eq!(url, shown);
+                    assert!(!url.contains("pw@"));
+                }
+                other => panic!("{list}: {:?}", other.map(|n| n.redacted)),
+            }
+        }
+    }
 }

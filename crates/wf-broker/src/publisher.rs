@@ -110,13 +110,47 @@ impl Publisher {
     /// after the message was handed over does not withdraw it: it is still published
     /// (delivery is at least once); only the outcome is lost.
     ///
+    /// A publish whose confirm never came because the channel or connection failed (a
+    /// broker node went away) is published again on a fresh channel, on whichever node the
+    /// connection fails over to, for up to 5 s: the message may then be enqueued twice,
+    /// which consumers handle (delivery is at least once, with stable delivery ids).
+    ///
     /// # Errors
     /// [`PublishError::Nacked`] when the broker refused the message,
     /// [`PublishError::Unroutable`] when it was `mandatory` and nothing was bound,
-    /// [`PublishError::Connection`] when the channel or connection failed first (the next
-    /// call opens a fresh channel, waiting up to 5 s for a reconnection), and
+    /// [`PublishError::Connection`] when no channel took it within 5 s, and
     /// [`PublishError::Invalid`] for names or header keys over 255 bytes.
     pub async fn publish(&self, msg: OutgoingMessage<'_>) -> Result<(), PublishError> {
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        loop {
+            let connection = self.inner.broker.connection_id();
+            match self.publish_once(&msg).await {
+                Ok(()) => return Ok(()),
+                Err(f)
+                    if matches!(f.error, PublishError::Connection(_))
+                        && tokio::time::Instant::now() < deadline
+                        && (f.connection_lost || self.connection_lost(connection).await) =>
+                {
+                    debug!(error = %f.error, "publish not confirmed before the connection failed; publishing again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    /// Whether a failed channel went down with its connection (a node lost: worth
+    /// publishing again once the connection fails over) rather than on its own (a channel
+    /// error such as a missing exchange, which publishing again would only repeat).
+    async fn connection_lost(&self, used: Option<usize>) -> bool {
+        // lapin marks the connection down as its I/O loop fails, which is also what fails
+        // the pending confirms; give it a moment to be seen.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let broker = &self.inner.broker;
+        !broker.is_connected() || broker.connection_id() != used
+    }
+
+    async fn publish_once(&self, msg: &OutgoingMessage<'_>) -> Result<(), Failure> {
         let exchange = short(msg.exchange).map_err(PublishError::Invalid)?;
         let routing_key = short(msg.routing_key).map_err(PublishError::Invalid)?;
         let timestamp = SystemTime::now()
@@ -149,11 +183,17 @@ impl Publisher {
                 return_key,
                 reply,
             })
-            .map_err(|_| PublishError::Connection("the publisher channel is closed".into()))?;
+            .map_err(|_| Failure {
+                error: PublishError::Connection("the publisher channel is closed".into()),
+                connection_lost: true,
+            })?;
         outcome.await.unwrap_or_else(|_| {
-            Err(PublishError::Connection(
-                "the publisher channel closed before the broker confirmed".into(),
-            ))
+            Err(Failure {
+                error: PublishError::Connection(
+                    "the publisher channel closed before the broker confirmed".into(),
+                ),
+                connection_lost: true,
+            })
         })
     }
 
@@ -238,14 +278,14 @@ struct Request {
     body: Vec<u8>,
     props: BasicProperties,
     return_key: Option<ReturnKey>,
-    reply: oneshot::Sender<Result<(), PublishError>>,
+    reply: oneshot::Sender<Result<(), Failure>>,
 }
 
 /// A publish the confirmer is waiting on.
 struct Pending {
     return_key: Option<ReturnKey>,
     returned: bool,
-    reply: oneshot::Sender<Result<(), PublishError>>,
+    reply: oneshot::Sender<Result<(), Failure>>,
 }
 
 /// A publish whose confirmation arrived (or whose channel failed).
@@ -255,10 +295,31 @@ struct Settled {
 }
 
 /// How a settled publish ended, once its returned message (if any) was taken out.
+/// Why a publish failed, as the confirmer saw it.
+#[derive(Debug)]
+struct Failure {
+    error: PublishError,
+    /// The connection broke under it (an I/O error, not a refusal by the broker): worth
+    /// publishing again once the connection fails over.
+    connection_lost: bool,
+}
+
+impl From<PublishError> for Failure {
+    fn from(error: PublishError) -> Self {
+        Failure {
+            error,
+            connection_lost: false,
+        }
+    }
+}
+
 enum Outcome {
     Acked,
     Nacked,
-    Failed(String),
+    Failed {
+        detail: String,
+        connection_lost: bool,
+    },
 }
 
 struct Confirmer {
@@ -362,9 +423,15 @@ impl Confirmer {
                 continue;
             };
             let result = match outcome {
-                Outcome::Failed(e) => Err(PublishError::Connection(e)),
-                _ if p.returned => Err(PublishError::Unroutable),
-                Outcome::Nacked => Err(PublishError::Nacked),
+                Outcome::Failed {
+                    detail,
+                    connection_lost,
+                } => Err(Failure {
+                    error: PublishError::Connection(detail),
+                    connection_lost,
+                }),
+                _ if p.returned => Err(PublishError::Unroutable.into()),
+                Outcome::Nacked => Err(PublishError::Nacked.into()),
                 Outcome::Acked => Ok(()),
             };
             // The caller may have stopped waiting; the outcome then only matters here.
@@ -385,10 +452,28 @@ impl Confirmer {
             Ok(Confirmation::Nack(returned)) => (Outcome::Nacked, returned),
             // Confirm mode is on for this channel; treat the impossible as a failure.
             Ok(Confirmation::NotRequested) => (
-                Outcome::Failed("publisher confirms were not enabled".into()),
+                Outcome::Failed {
+                    detail: "publisher confirms were not enabled".into(),
+                    connection_lost: false,
+                },
                 None,
             ),
-            Err(e) => (Outcome::Failed(e.to_string()), None),
+            Err(e) => (
+                Outcome::Failed {
+                    // The channel or its connection broke (not a refusal by the broker):
+                    // a fresh channel, on whichever node the connection is on now, may
+                    // take the message.
+                    connection_lost: matches!(
+                        e.kind(),
+                        lapin::ErrorKind::IOError(_)
+                            | lapin::ErrorKind::InvalidConnectionState(_)
+                            | lapin::ErrorKind::InvalidChannelState(..)
+                            | lapin::ErrorKind::MissingHeartbeatError
+                    ),
+                    detail: e.to_string(),
+                },
+                None,
+            ),
         };
         if let Some(returned) = returned {
             self.mark_returned(&returned);

@@ -4,6 +4,7 @@
 
 mod connection;
 mod consume;
+mod failover;
 mod publish;
 mod settle;
 mod support;
