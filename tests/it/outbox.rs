@@ -21,6 +21,7 @@ fn topology() -> Topology {
     Topology {
         queue_type: QueueType::Quorum,
         retry_delays: vec![Duration::from_secs(5)],
+        quorum_group_size: None,
     }
 }
 

@@ -229,10 +229,7 @@ impl Broker {
     /// with different arguments, e.g. a classic queue where a quorum queue is declared;
     /// [`BrokerError::Unavailable`] / [`BrokerError::Operation`] when the connection fails.
     pub async fn declare_topology(&self, t: &Topology) -> Result<(), BrokerError> {
-        let channel = self.channel(OP_PATIENCE).await?;
-        let result = topology::declare(&channel, t).await;
-        close_quietly(&channel).await;
-        result
+        topology::declare(self, t).await
     }
 
     /// Opens a [`Publisher`] (a confirm-mode channel) for this connection.

@@ -16,6 +16,10 @@ use wf_core::config::QueueType;
 /// graceful shutdown hands in-flight messages back, which counts as a redelivery too.
 pub const DELIVERY_LIMIT: i64 = 20;
 
+/// Replicas of each quorum queue unless configured: every node, up to 3 (a quorum of 2
+/// survives one node's loss; more replicas cost writes and buy little).
+pub const DEFAULT_QUORUM_GROUP_SIZE: u16 = 3;
+
 /// What to declare. Built from configuration (`WF_QUEUE_TYPE`, `WF_RETRY_SCHEDULE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
@@ -23,6 +27,10 @@ pub struct Topology {
     pub queue_type: QueueType,
     /// The retry delays; one queue `workflows.retry.<delay>` per distinct delay.
     pub retry_delays: Vec<Duration>,
+    /// Replicas of each quorum queue (`x-quorum-initial-group-size`; RabbitMQ takes all
+    /// nodes when there are fewer). `None` leaves it to the broker (every node). Applies
+    /// to queues declared from now on: an existing queue keeps its members.
+    pub quorum_group_size: Option<u16>,
 }
 
 impl Topology {
@@ -32,6 +40,7 @@ impl Topology {
         Topology {
             queue_type: config.queue_type,
             retry_delays: config.retry_schedule.distinct_delays(),
+            quorum_group_size: Some(DEFAULT_QUORUM_GROUP_SIZE),
         }
     }
 }
@@ -95,11 +104,17 @@ fn string(s: &str) -> AMQPValue {
 }
 
 /// Arguments every queue of the given type carries.
-fn base_args(queue_type: QueueType) -> FieldTable {
+fn base_args(t: &Topology) -> FieldTable {
     let mut args = FieldTable::default();
-    args.insert("x-queue-type".into(), string(queue_type.as_str()));
+    args.insert("x-queue-type".into(), string(t.queue_type.as_str()));
+    if let (QueueType::Quorum, Some(n)) = (t.queue_type, t.quorum_group_size) {
+        args.insert(GROUP_SIZE.into(), AMQPValue::LongLongInt(i64::from(n)));
+    }
     args
 }
+
+/// The argument that sets a quorum queue's replicas.
+const GROUP_SIZE: &str = "x-quorum-initial-group-size";
 
 /// Dead-letter settings. On quorum queues dead-lettering is made at-least-once, which
 /// RabbitMQ only honours together with `x-overflow: reject-publish` (without it the
@@ -115,10 +130,10 @@ fn dead_letter(args: &mut FieldTable, queue_type: QueueType, exchange: &str, rou
 
 /// A work queue: dead-letters poison messages to `exchange`/`routing_key`; on quorum
 /// queues after [`DELIVERY_LIMIT`] redeliveries.
-fn work_queue(name: &str, queue_type: QueueType, exchange: &str, routing_key: &str) -> QueueSpec {
-    let mut args = base_args(queue_type);
-    dead_letter(&mut args, queue_type, exchange, routing_key);
-    if queue_type == QueueType::Quorum {
+fn work_queue(name: &str, t: &Topology, exchange: &str, routing_key: &str) -> QueueSpec {
+    let mut args = base_args(t);
+    dead_letter(&mut args, t.queue_type, exchange, routing_key);
+    if t.queue_type == QueueType::Quorum {
         args.insert(
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(DELIVERY_LIMIT),
@@ -135,25 +150,25 @@ fn queues(t: &Topology) -> Vec<QueueSpec> {
     let mut queues = vec![
         // A poison event lands with the invalid ones (dead-lettered through the default
         // exchange, straight into the queue named by the routing key).
-        work_queue(names::FANOUT_QUEUE, qt, "", names::INVALID_QUEUE),
+        work_queue(names::FANOUT_QUEUE, t, "", names::INVALID_QUEUE),
         work_queue(
             names::DELIVERIES_QUEUE,
-            qt,
+            t,
             names::DEAD_EXCHANGE,
             names::DELIVERY_ROUTING_KEY,
         ),
         QueueSpec {
             name: names::DEAD_QUEUE.to_owned(),
-            args: base_args(qt),
+            args: base_args(t),
         },
         QueueSpec {
             name: names::INVALID_QUEUE.to_owned(),
-            args: base_args(qt),
+            args: base_args(t),
         },
     ];
     let delays: BTreeSet<Duration> = t.retry_delays.iter().copied().collect();
     for delay in delays {
-        let mut args = base_args(qt);
+        let mut args = base_args(t);
         let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         // Must be an integer type: a string TTL is rejected with PRECONDITION_FAILED.
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
@@ -171,9 +186,23 @@ fn queues(t: &Topology) -> Vec<QueueSpec> {
     queues
 }
 
-/// Declares everything on `channel`. Stops at the first failure: a refused declaration
-/// closes the channel anyway.
-pub(crate) async fn declare(channel: &Channel, t: &Topology) -> Result<(), BrokerError> {
+/// Declares everything, on channels of `broker` (a refused declaration closes its
+/// channel). Stops at the first failure, except one: a quorum queue that already exists
+/// with other replicas than [`Topology::quorum_group_size`] asks for (or none set) keeps
+/// them, with a warning, since RabbitMQ cannot change the argument of an existing queue.
+pub(crate) async fn declare(broker: &crate::Broker, t: &Topology) -> Result<(), BrokerError> {
+    let patience = crate::connection::OP_PATIENCE;
+    let mut channel = broker.channel(patience).await?;
+    let result = declare_on(broker, &mut channel, t).await;
+    crate::connection::close_quietly(&channel).await;
+    result
+}
+
+async fn declare_on(
+    broker: &crate::Broker,
+    channel: &mut Channel,
+    t: &Topology,
+) -> Result<(), BrokerError> {
     for ex in exchanges() {
         channel
             .exchange_declare(
@@ -193,17 +222,43 @@ pub(crate) async fn declare(channel: &Channel, t: &Topology) -> Result<(), Broke
             name: q.name.clone(),
             detail,
         })?;
-        channel
+        let declared = channel
             .queue_declare(
-                name,
+                name.clone(),
                 QueueDeclareOptions {
                     durable: true,
                     ..QueueDeclareOptions::default()
                 },
-                q.args,
+                q.args.clone(),
             )
             .await
-            .map_err(|e| BrokerError::on_object("queue.declare", "queue", &q.name, &e))?;
+            .map_err(|e| BrokerError::on_object("queue.declare", "queue", &q.name, &e));
+        match declared {
+            Ok(_) => {}
+            Err(BrokerError::TopologyConflict { detail, .. }) if detail.contains(GROUP_SIZE) => {
+                // Only the replica count differs: the queue stays as it is.
+                tracing::warn!(
+                    queue = %q.name,
+                    detail = %detail,
+                    "existing quorum queue keeps its replicas; change them with \
+                     `rabbitmq-queues grow`/`shrink` or `add_member`"
+                );
+                *channel = broker.channel(crate::connection::OP_PATIENCE).await?;
+                channel
+                    .queue_declare(
+                        name,
+                        QueueDeclareOptions {
+                            durable: true,
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| BrokerError::on_object("queue.declare", "queue", &q.name, &e))?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     for b in bindings() {
         channel
@@ -241,6 +296,29 @@ mod tests {
                 Duration::from_secs(30),
                 Duration::from_secs(5),
             ],
+            quorum_group_size: Some(3),
+        }
+    }
+
+    #[test]
+    fn quorum_queues_ask_for_their_replicas_and_classic_ones_do_not() {
+        for q in queues(&topology(QueueType::Quorum)) {
+            assert_eq!(
+                get(&q, GROUP_SIZE),
+                Some(&AMQPValue::LongLongInt(3)),
+                "{}",
+                q.name
+            );
+        }
+        for q in queues(&topology(QueueType::Classic)) {
+            assert_eq!(get(&q, GROUP_SIZE), None, "{}", q.name);
+        }
+        let unset = Topology {
+            quorum_group_size: None,
+            ..topology(QueueType::Quorum)
+        };
+        for q in queues(&unset) {
+            assert_eq!(get(&q, GROUP_SIZE), None, "{}", q.name);
         }
     }
 

@@ -9,6 +9,7 @@ fn topology(queue_type: QueueType) -> Topology {
     Topology {
         queue_type,
         retry_delays: vec![Duration::from_secs(5)],
+        quorum_group_size: None,
     }
 }
 

@@ -8,6 +8,7 @@ fn quorum() -> Topology {
     Topology {
         queue_type: QueueType::Quorum,
         retry_delays: vec![Duration::from_secs(5)],
+        quorum_group_size: None,
     }
 }
 
@@ -107,6 +108,7 @@ async fn returns_reach_their_own_publish_when_interleaved() {
         .declare_topology(&Topology {
             queue_type: QueueType::Classic,
             retry_delays: vec![],
+            quorum_group_size: None,
         })
         .await
         .unwrap();

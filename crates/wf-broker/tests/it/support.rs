@@ -37,6 +37,7 @@ pub async fn connect_with_topology(url: &str, name: &str) -> Broker {
         .declare_topology(&wf_broker::Topology {
             queue_type: QueueType::Quorum,
             retry_delays: vec![Duration::from_secs(5)],
+            quorum_group_size: None,
         })
         .await
         .unwrap();

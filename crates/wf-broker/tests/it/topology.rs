@@ -7,6 +7,7 @@ fn topology(queue_type: QueueType, retry_delays: Vec<Duration>) -> Topology {
     Topology {
         queue_type,
         retry_delays,
+        quorum_group_size: None,
     }
 }
 
@@ -140,4 +141,51 @@ async fn retry_queue_dead_letters_back_to_deliveries_after_its_ttl() {
     assert_eq!(m.message_id.as_deref(), Some("dlv_retry"));
     m.ack().await.unwrap();
     broker.close().await;
+}
+
+/// A deployment whose quorum queues were declared without a replica count (or with
+/// another one) still starts: the queues keep their members, with a warning, since
+/// RabbitMQ cannot change that argument of an existing queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_other_replica_count_on_existing_queues_is_kept() {
+    let vhost = Vhost::create();
+    let broker = connect(&vhost.url(), "group-size").await;
+    let delays = vec![Duration::from_secs(5)];
+    broker
+        .declare_topology(&topology(QueueType::Quorum, delays.clone()))
+        .await
+        .expect("declared without a group size");
+    for size in [Some(3), Some(1), None] {
+        let t = Topology {
+            quorum_group_size: size,
+            ..topology(QueueType::Quorum, delays.clone())
+        };
+        broker
+            .declare_topology(&t)
+            .await
+            .unwrap_or_else(|e| panic!("group size {size:?}: {e}"));
+    }
+    // A genuine conflict is still refused.
+    let err = broker
+        .declare_topology(&topology(QueueType::Classic, delays.clone()))
+        .await
+        .expect_err("classic over quorum");
+    assert!(matches!(err, BrokerError::TopologyConflict { .. }), "{err}");
+    // A fresh vhost gets the replica count it asks for.
+    let fresh = Vhost::create();
+    let b2 = connect(&fresh.url(), "group-size-fresh").await;
+    b2.declare_topology(&Topology {
+        quorum_group_size: Some(3),
+        ..topology(QueueType::Quorum, delays)
+    })
+    .await
+    .unwrap();
+    let args = fresh.queue_column("arguments");
+    assert!(
+        args.iter()
+            .all(|(_, a)| a.contains("x-quorum-initial-group-size")),
+        "{args:?}"
+    );
+    broker.close().await;
+    b2.close().await;
 }
