@@ -391,3 +391,80 @@ fn kustomization_resources_exist() {
         "secret.example.yaml holds placeholders and must not be a kustomize resource"
     );
 }
+
+/// The highly available overlay: every resource and patch it names exists, each patch
+/// targets a resource the base defines, the services get every RabbitMQ node and the
+/// Postgres operator's URL, and the quorum queues three replicas.
+#[test]
+fn the_ha_overlay_points_the_services_at_clusters() {
+    let overlay = deploy_dir().join("k8s/overlays/ha");
+    let docs = load_yaml(&overlay.join("kustomization.yaml"));
+    let k = docs.first().expect("the overlay's kustomization.yaml");
+    let base_kinds: Vec<(String, String)> = {
+        let base = deploy_dir().join("k8s");
+        let base_doc = load_yaml(&base.join("kustomization.yaml"));
+        base_doc[0]["resources"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .flat_map(|r| load_yaml(&base.join(r.as_str().unwrap())))
+            .map(|d| {
+                (
+                    d["kind"].as_str().unwrap_or_default().to_owned(),
+                    d["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect()
+    };
+    for r in k["resources"].as_vec().expect("resources") {
+        let r = r.as_str().unwrap();
+        let path = overlay.join(r);
+        assert!(path.exists(), "{r}: missing");
+        if path.is_file() {
+            for d in load_yaml(&path) {
+                assert!(
+                    d["apiVersion"].as_str().is_some() && d["kind"].as_str().is_some(),
+                    "{r}"
+                );
+            }
+        }
+    }
+    let mut env_patch = String::new();
+    for p in k["patches"].as_vec().expect("patches") {
+        let file = p["path"].as_str().expect("a patch file");
+        let text =
+            std::fs::read_to_string(overlay.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!load_yaml(&overlay.join(file)).is_empty(), "{file}: empty");
+        let kind = p["target"]["kind"].as_str().expect("target kind");
+        let name = p["target"]["name"].as_str().expect("target name");
+        let names = name.trim_start_matches("wf-(").trim_end_matches(')');
+        let wanted: Vec<String> = if name.contains('(') {
+            names.split('|').map(|n| format!("wf-{n}")).collect()
+        } else {
+            vec![name.to_owned()]
+        };
+        for n in wanted {
+            assert!(
+                base_kinds.contains(&(kind.to_owned(), n.clone())),
+                "{file} targets {kind} {n}, which the base does not define"
+            );
+        }
+        if file == "services-env.yaml" {
+            env_patch = text;
+        }
+    }
+    for node in 0..3 {
+        assert!(
+            env_patch.contains(&format!(
+                "@wf-rabbitmq-server-{node}.wf-rabbitmq-nodes:5672/"
+            )),
+            "WF_AMQP_URL lists node {node}"
+        );
+    }
+    assert!(env_patch.contains("name: wf-postgres-app"));
+    let config = std::fs::read_to_string(overlay.join("config.yaml")).unwrap();
+    assert!(config.contains("WF_QUORUM_GROUP_SIZE") && config.contains("\"3\""));
+}
