@@ -16,19 +16,38 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
-                )
-            } else {
-                ApiError::new(rej.status(), "invalid_body", rej.body_text())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_object(&bytes).map(JsonObject)
     }
+}
+
+/// A JSON object body that may be left out: an empty body is `{}`.
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonObject(Map::new()));
+        }
+        parse_object(&bytes).map(OptionalJsonObject)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
+            )
+        } else {
+            ApiError::new(rej.status(), "invalid_body", rej.body_text())
+        }
+    })
 }
 
 /// Parses bytes as a JSON object.
@@ -89,6 +108,33 @@ pub fn opt_string_array(
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(wrong()),
+    }
+}
+
+/// An optional object of string values, in the order given; `null` counts as absent.
+///
+/// # Errors
+/// `400 invalid_json` naming the field when it is not an object of strings.
+pub fn opt_string_map(
+    m: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Vec<(String, String)>>, ApiError> {
+    let wrong = || {
+        ApiError::bad_json(format!("`{field}` must be an object of string values"))
+            .with_field(field)
+    };
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(items)) => items
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|v| (k.clone(), v.to_owned()))
+                    .ok_or_else(wrong)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(wrong()),

@@ -2,20 +2,22 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use wf_core::events::{EventFilters, EventFiltersError, EventType};
+use wf_core::headers::CustomHeaders;
 use wf_core::ids::WebhookId;
 use wf_core::url_policy::WebhookUrl;
 use wf_store::{NewWebhook, Webhook, WebhookPatch};
 
 use super::auth::Caller;
 use super::emit::system_event;
-use super::json::{opt_bool, opt_string, opt_string_array, JsonObject};
-use super::ApiError;
+use super::extract::{PathParams, QueryParams};
+use super::json::{opt_bool, opt_string, opt_string_array, opt_string_map, JsonObject};
+use super::{schema, ApiError};
 use crate::AppState;
 
 /// Longest webhook name, in Unicode scalar values, after trimming.
@@ -122,10 +124,35 @@ fn parse_events(raw: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
         })
 }
 
+/// `headers`' rules (see [`wf_core::headers`]).
+///
+/// # Errors
+/// `422` with the rule's code (`too_many_headers`, `invalid_header_name`,
+/// `invalid_header_value`, `reserved_header`, `duplicate_header`, `headers_too_large`).
+fn parse_headers(raw: Option<Vec<(String, String)>>) -> Result<CustomHeaders, ApiError> {
+    CustomHeaders::parse(raw.unwrap_or_default())
+        .map_err(|e| ApiError::invalid(e.code(), "headers", e.to_string()))
+}
+
 fn parse_id(id: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook not found"))
 }
 
+/// Registers a webhook. Emits `webhook.created`.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "createWebhook",
+    security(("bearer" = [])),
+    request_body(content = schema::CreateWebhook, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created. The secret and the custom header values are shown only here", body = schema::CreatedWebhookData),
+        (status = 400, description = "`invalid_json`: not a JSON object, or a field of the wrong type (`field` names it); `invalid_body`: the body could not be read", body = schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 1 MiB", body = schema::ErrorBody),
+        (status = 422, description = "A rule is broken (the first, in field order): `name_required`, `name_too_long`, `url_required`, `invalid_url`, `url_not_https`, `url_too_long`, `url_private_address`, `events_required`, `unknown_event`, `invalid_rate_limit`, `too_many_headers`, `invalid_header_name`, `invalid_header_value`, `reserved_header`, `duplicate_header`, `headers_too_large`", body = schema::ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -137,6 +164,7 @@ pub async fn create(
     let events = opt_string_array(&body, "events")?;
     let is_active = opt_bool(&body, "isActive")?;
     let rate_limit = rate_limit_field(&body)?;
+    let headers = opt_string_map(&body, "headers")?;
     let new = NewWebhook {
         name: parse_name(name)?,
         url: parse_url(&state, url)?,
@@ -144,7 +172,11 @@ pub async fn create(
         is_active: is_active.unwrap_or(true),
         rate_limit: parse_rate_limit(rate_limit)?.flatten(),
     };
-    let (webhook, secret) = state.store.create_webhook(&caller.org, new).await?;
+    let headers = parse_headers(headers)?;
+    let (webhook, secret) = state
+        .store
+        .create_webhook_with_headers(&caller.org, new, &headers)
+        .await?;
     let public = webhook_json(&webhook);
     system_event(
         &state,
@@ -154,19 +186,33 @@ pub async fn create(
     )
     .await;
 
+    // The only response that shows the header values (the event above masks them).
     let mut data = Map::new();
     for (k, v) in public {
-        if k == "createdAt" {
-            data.insert("secret".into(), json!(secret.expose()));
+        match k.as_str() {
+            "headers" => {
+                data.insert(k, Value::Object(headers.to_json()));
+            }
+            "createdAt" => {
+                data.insert("secret".into(), json!(secret.expose()));
+                data.insert(k, v);
+            }
+            _ => {
+                data.insert(k, v);
+            }
         }
-        data.insert(k, v);
     }
     Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
 }
 
-#[derive(Deserialize)]
+/// `?limit=` and `?cursor=` of a listing.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1 to 100, default 20.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The previous page's `nextCursor`.
     cursor: Option<String>,
 }
 
@@ -188,10 +234,24 @@ pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
+/// The organisation's webhooks, oldest first (no secrets, header values masked).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "listWebhooks",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = schema::WebhookPage),
+        (status = 400, description = "`invalid_query`: the query string cannot be read", body = schema::ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_cursor`", body = schema::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(q.limit.as_deref())?;
     let page = state
@@ -226,10 +286,23 @@ pub fn cursor_error(e: wf_store::StoreError) -> ApiError {
     }
 }
 
+/// One webhook (no secret, header values masked).
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "getWebhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    responses(
+        (status = 200, description = "The webhook", body = schema::WebhookData),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let w = state
@@ -240,10 +313,29 @@ pub async fn get_one(
     Ok(Json(json!({ "data": webhook_json(&w) })))
 }
 
+/// Changes any of a webhook's fields, with the rules of creation. Answers the webhook with
+/// its header values masked. Changing `isActive` emits `webhook.enabled` or
+/// `webhook.disabled`; enabling clears `disabledReason`.
+#[utoipa::path(
+    patch,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "updateWebhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    request_body(content = schema::UpdateWebhook, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The webhook after the change (header values masked)", body = schema::WebhookData),
+        (status = 400, description = "`invalid_json` (also `isActive: null`), `invalid_body`", body = schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 1 MiB", body = schema::ErrorBody),
+        (status = 422, description = "A rule is broken: `name_required`, `name_too_long`, `url_required`, `invalid_url`, `url_not_https`, `url_too_long`, `url_private_address`, `events_required`, `unknown_event`, `invalid_rate_limit`, `too_many_headers`, `invalid_header_name`, `invalid_header_value`, `reserved_header`, `duplicate_header`, `headers_too_large`", body = schema::ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
@@ -256,6 +348,7 @@ pub async fn update(
         return Err(ApiError::bad_json("`isActive` must be a boolean").with_field("isActive"));
     }
     let rate_limit = rate_limit_field(&body)?;
+    let headers = opt_string_map(&body, "headers")?;
     let patch = WebhookPatch {
         name: if present("name") {
             Some(parse_name(name)?)
@@ -274,6 +367,12 @@ pub async fn update(
         },
         is_active,
         rate_limit: parse_rate_limit(rate_limit)?,
+        // `null` and `{}` both remove every header.
+        headers: if present("headers") {
+            Some(parse_headers(headers)?)
+        } else {
+            None
+        },
     };
     let (before, after) = state
         .store
@@ -292,10 +391,23 @@ pub async fn update(
     Ok(Json(json!({ "data": public })))
 }
 
+/// Deletes a webhook; its queued deliveries are dropped, not sent. Emits `webhook.deleted`.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "deleteWebhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let w = state
@@ -313,16 +425,34 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new secret, shown only here; for 24 hours deliveries also carry a Standard Webhooks
+/// signature made with the previous one.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    operation_id = "rotateWebhookSecret",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    responses(
+        (status = 200, description = "The new secret", body = schema::SecretData),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+    )
+)]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<schema::SecretData>, ApiError> {
     let id = parse_id(&id)?;
     let secret = state
         .store
         .rotate_secret(&caller.org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook not found"))?;
-    Ok(Json(json!({ "data": { "secret": secret.expose() } })))
+    Ok(Json(schema::SecretData {
+        data: schema::Secret {
+            secret: secret.expose().to_owned(),
+        },
+    }))
 }

@@ -177,8 +177,8 @@ async fn check_disables_long_failing_webhooks_with_enough_failures_only() {
 
     let disabled = s.try_auto_disable(now - window, 10).await.unwrap().unwrap();
     assert_eq!(
-        disabled.iter().map(|w| w.id.clone()).collect::<Vec<_>>(),
-        [failing.clone()]
+        disabled.iter().map(|w| &w.id).collect::<Vec<_>>(),
+        [&failing]
     );
     assert_eq!(disabled[0].disabled_reason.as_deref(), Some("failing"));
     assert!(!disabled[0].is_active);
