@@ -5,7 +5,7 @@ BENCH_ARGS ?=
 SERVICES   := scripts/services.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help services build test run stop bench fmt clippy
+.PHONY: help services build test run stop bench fmt clippy openapi schemathesis
 
 help: ## this list
 	@echo "WorkFlows webhooks - make targets:"
@@ -17,11 +17,18 @@ services: ## install if missing and start PostgreSQL + RabbitMQ (idempotent)
 build: ## release build of every binary
 	$(CARGO) build --release --workspace
 
-test: services ## what CI runs: fmt check, clippy -D warnings, all tests
+test: services ## what CI runs: fmt check, clippy -D warnings, all tests, schemathesis on the API
 	$(SERVICES) test-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test --workspace
+	scripts/schemathesis.sh
+
+schemathesis: services ## property-based test of the live API against docs/openapi.json (installs schemathesis if missing)
+	scripts/schemathesis.sh
+
+openapi: ## regenerate docs/openapi.json from the code
+	$(CARGO) run -q -p wf-ingestor -- openapi > docs/openapi.json
 
 run: services build ## start wf-ingestor + wf-worker in the background (.run/), print a demo API key and curls
 	$(SERVICES) start-app

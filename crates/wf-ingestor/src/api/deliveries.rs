@@ -87,9 +87,9 @@ pub async fn own_webhook(state: &AppState, caller: &Caller, id: &str) -> Result<
         .ok_or_else(|| ApiError::not_found("webhook not found"))
 }
 
-/// An optional RFC 3339 query parameter.
+/// An RFC 3339 query parameter, when given (an empty value is not a time).
 fn query_time(raw: Option<&str>, field: &'static str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match raw.filter(|s| !s.is_empty()) {
+    match raw {
         None => Ok(None),
         Some(s) => parse_rfc3339(s).map(Some).ok_or_else(|| {
             ApiError::invalid(
@@ -148,7 +148,7 @@ pub async fn list(
             )
         })?),
     };
-    let event = match q.event.as_deref().filter(|s| !s.is_empty()) {
+    let event = match q.event.as_deref() {
         None => None,
         Some(e) => Some(EventType::parse(e).ok_or_else(|| {
             ApiError::invalid(

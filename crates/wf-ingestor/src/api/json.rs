@@ -21,7 +21,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
-/// A JSON object body that may be left out: an empty body is `{}`.
+/// A JSON object body that may be left out: an empty body, or `null`, is `{}`.
 pub struct OptionalJsonObject(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
@@ -29,7 +29,7 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = read_body(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
             return Ok(OptionalJsonObject(Map::new()));
         }
         parse_object(&bytes).map(OptionalJsonObject)

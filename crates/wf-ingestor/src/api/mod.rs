@@ -85,3 +85,74 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(wf_telemetry::track_http_requests))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of `schema`'s properties in the document, in order.
+    fn properties(doc: &serde_json::Value, schema: &str) -> Vec<String> {
+        doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no schema {schema}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The Webhook object is built by `wf_core::views::WebhookView` (the worker emits it
+    /// too), not from its schema type: the two must name the same fields, in order.
+    #[test]
+    fn webhook_schema_matches_the_view() {
+        let doc: serde_json::Value = serde_json::from_str(openapi_json()).unwrap();
+        let now = chrono::Utc::now();
+        let names = vec!["X-A".to_owned()];
+        let view = wf_core::views::WebhookView {
+            id: "whk_a",
+            name: "n",
+            url: "https://example.com/",
+            events: &[],
+            is_active: true,
+            disabled_reason: Some("failing"),
+            rate_limit: Some(5),
+            header_names: &names,
+            created_at: now,
+            updated_at: now,
+        };
+        let keys: Vec<String> = view.to_json().keys().cloned().collect();
+        assert_eq!(keys, properties(&doc, "Webhook"));
+        let reasons = &doc["components"]["schemas"]["DisabledReason"]["enum"];
+        assert_eq!(reasons, &serde_json::json!(["gone", "failing"]));
+        assert!(reasons
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(wf_store::FAILING)));
+    }
+
+    #[test]
+    fn document_is_openapi_3_1_with_the_bearer_scheme() {
+        let doc: serde_json::Value = serde_json::from_str(openapi_json()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        // Every operation but the two open ones requires the key and says what a missing
+        // one answers.
+        let mut open = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if op.get("security").is_some() {
+                    assert!(op["responses"].get("401").is_some(), "{method} {path}");
+                } else {
+                    open.push(format!("{method} {path}"));
+                }
+            }
+        }
+        open.sort();
+        assert_eq!(
+            open,
+            ["get /api/v1/event-types", "get /api/v1/openapi.json"]
+        );
+    }
+}

@@ -155,6 +155,7 @@ pub struct CreateWebhook {
     /// Default `true`.
     is_active: Option<bool>,
     /// 1 to 10,000 deliveries per second; `null` or absent: no limit.
+    #[schema(minimum = 1, maximum = 10000)]
     rate_limit: Option<u32>,
     /// At most 20 custom request headers sent with every delivery, 4 KiB in all. Names are
     /// HTTP tokens and not reserved (`Content-Type`, `Content-Length`, `Host`,
@@ -174,7 +175,8 @@ pub struct UpdateWebhook {
     url: Option<String>,
     events: Option<Vec<String>>,
     is_active: Option<bool>,
-    /// `null` removes the limit.
+    /// 1 to 10,000 deliveries per second; `null` removes the limit.
+    #[schema(minimum = 1, maximum = 10000)]
     rate_limit: Option<u32>,
     /// Replaces every custom header; `null` or `{}` removes them.
     headers: Option<BTreeMap<String, String>>,
