@@ -26,7 +26,7 @@ FUZZ_TARGET        ?= api_bodies
 FUZZ_SECONDS       ?= 600
 
 .DEFAULT_GOAL := help
-.PHONY: help services tools build test deny fuzz-build fuzz-smoke fuzz run stop bench fmt clippy
+.PHONY: help services tools build test deny fuzz-build fuzz-smoke fuzz run stop bench fmt clippy openapi schemathesis
 
 help: ## this list
 	@echo "WorkFlows webhooks - make targets:"
@@ -42,13 +42,14 @@ tools: ## install cargo-deny and cargo-fuzz if missing
 	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny --version $(CARGO_DENY_VERSION)
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 
-test: services tools ## what CI runs: fmt check, clippy -D warnings, supply-chain check, all tests, fuzz smoke run
+test: services tools ## what CI runs: fmt check, clippy -D warnings, supply-chain check, all tests, schemathesis on the API, fuzz smoke run
 	$(SERVICES) test-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@$(MAKE) --no-print-directory deny
 	$(CARGO) test --workspace
+	scripts/schemathesis.sh
 	@$(MAKE) --no-print-directory fuzz-smoke
 
 deny: tools ## supply chain: bans, licenses, sources; advisories from the local RustSec copy (ADVISORY_DB), offline
@@ -80,6 +81,12 @@ fuzz: fuzz-build ## fuzz one target for longer: make fuzz FUZZ_TARGET=webhook_ur
 	mkdir -p target/fuzz-corpus/$(FUZZ_TARGET)
 	$(FUZZ) run $(FUZZ_FLAGS) $(FUZZ_TARGET) target/fuzz-corpus/$(FUZZ_TARGET) fuzz/corpus/$(FUZZ_TARGET) -- \
 		-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1
+
+schemathesis: services ## property-based test of the live API against docs/openapi.json (installs schemathesis if missing)
+	scripts/schemathesis.sh
+
+openapi: ## regenerate docs/openapi.json from the code
+	$(CARGO) run -q -p wf-ingestor -- openapi > docs/openapi.json
 
 run: services build ## start wf-ingestor + wf-worker in the background (.run/), print a demo API key and curls
 	$(SERVICES) start-app

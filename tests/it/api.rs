@@ -53,6 +53,7 @@ async fn webhook_crud_and_shapes() {
             "isActive",
             "disabledReason",
             "rateLimit",
+            "headers",
             "secret",
             "createdAt",
             "updatedAt"
@@ -178,10 +179,19 @@ async fn webhook_crud_and_shapes() {
     assert_eq!(s, 200);
     let types = b["data"].as_array().unwrap();
     assert_eq!(types.len(), 30);
+    assert_eq!(types[0]["name"], "alert.created");
+    assert_eq!(types[0]["category"], "Alerts");
+    assert_eq!(types[0]["description"], "A new alert was created");
     assert_eq!(
-        types[0],
-        json!({"name": "alert.created", "category": "Alerts", "description": "A new alert was created"})
+        types[0]["example"]["title"],
+        "Low inventory: Raw Material A"
     );
+    for t in types {
+        assert!(
+            t["example"].as_object().is_some_and(|o| !o.is_empty()),
+            "{t}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

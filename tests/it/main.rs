@@ -4,15 +4,20 @@
 
 mod amqp;
 mod api;
+mod auto_disable;
 mod backpressure;
+mod custom_headers;
 mod dead_letters;
 mod deploy;
+mod finding;
 mod harness;
 mod invalid;
 mod log;
 mod metrics;
+mod openapi;
 mod outbox;
 mod pipeline;
 mod process;
 mod retries;
+mod test_send;
 mod webhook_rules;

@@ -121,7 +121,16 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `WF_DELIVERY_LOG_RETENTION`: how long delivery-log rows are kept.
     pub delivery_log_retention: Duration,
+    /// `WF_AUTO_DISABLE_AFTER`: a webhook with no `2xx` for this long, and at least
+    /// [`AUTO_DISABLE_MIN_FAILURES`] failed attempts since its last one, is disabled with
+    /// the reason `failing`.
+    pub auto_disable_after: Duration,
 }
+
+/// Failed attempts (since the last `2xx`) a webhook needs, besides failing for
+/// `WF_AUTO_DISABLE_AFTER`, to be disabled: one failed event in a quiet week is not a
+/// dead endpoint.
+pub const AUTO_DISABLE_MIN_FAILURES: u32 = 10;
 
 impl fmt::Debug for Config {
     /// Hand-written so that the secret key and URL passwords never reach a log line.
@@ -144,6 +153,7 @@ impl fmt::Debug for Config {
             .field("log", &self.log)
             .field("log_format", &self.log_format)
             .field("delivery_log_retention", &self.delivery_log_retention)
+            .field("auto_disable_after", &self.auto_disable_after)
             .finish()
     }
 }
@@ -171,6 +181,7 @@ pub mod defaults {
     pub const SHUTDOWN_GRACE: &str = "30s";
     pub const LOG: &str = "info";
     pub const DELIVERY_LOG_RETENTION: &str = "7d";
+    pub const AUTO_DISABLE_AFTER: &str = "5d";
 }
 
 /// RabbitMQ closes a channel whose delivery stays unacked for `consumer_timeout` (30 minutes
@@ -302,6 +313,12 @@ impl Config {
             return Err(ret.error("must be positive"));
         }
 
+        let ada = get("WF_AUTO_DISABLE_AFTER");
+        let auto_disable_after = ada.duration(defaults::AUTO_DISABLE_AFTER)?;
+        if auto_disable_after.is_zero() {
+            return Err(ada.error("must be positive"));
+        }
+
         Ok(Config {
             database_url,
             amqp_url,
@@ -320,6 +337,7 @@ impl Config {
             log,
             log_format,
             delivery_log_retention,
+            auto_disable_after,
         })
     }
 
@@ -522,6 +540,7 @@ mod tests {
         assert_eq!(c.log, "info");
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.delivery_log_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.auto_disable_after, Duration::from_secs(5 * 86_400));
     }
 
     #[test]
@@ -780,6 +799,22 @@ mod tests {
         bad("WF_DELIVERY_LOG_RETENTION", "0d");
         bad("WF_DELIVERY_LOG_RETENTION", "week");
         bad("WF_DELIVERY_LOG_RETENTION", "");
+    }
+
+    #[test]
+    fn auto_disable_after() {
+        assert_eq!(
+            ok(&[("WF_AUTO_DISABLE_AFTER", "2s")]).auto_disable_after,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            ok(&[("WF_AUTO_DISABLE_AFTER", "12h")]).auto_disable_after,
+            Duration::from_secs(12 * 3600)
+        );
+        bad("WF_AUTO_DISABLE_AFTER", "0s");
+        bad("WF_AUTO_DISABLE_AFTER", "5");
+        bad("WF_AUTO_DISABLE_AFTER", "five days");
+        bad("WF_AUTO_DISABLE_AFTER", "");
     }
 
     #[test]

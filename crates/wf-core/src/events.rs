@@ -170,6 +170,16 @@ impl EventFilter {
         }
     }
 
+    /// The event type that stands for this filter (what a test send delivers): the type
+    /// itself, or for a wildcard the first type with its prefix in the order of the docs
+    /// (`alert.*` → `alert.created`).
+    pub fn first_type(&self) -> Option<EventType> {
+        match self {
+            EventFilter::Exact(e) => Some(*e),
+            EventFilter::Wildcard(p) => EventType::ALL.iter().copied().find(|e| e.prefix() == *p),
+        }
+    }
+
     /// The wire string (`alert.created` or `alert.*`).
     pub fn as_string(&self) -> String {
         match self {
@@ -225,6 +235,12 @@ impl EventFilters {
     pub fn iter(&self) -> impl Iterator<Item = &EventFilter> {
         self.0.iter()
     }
+
+    /// The event type a test send uses by default: the first filter's
+    /// [`first_type`](EventFilter::first_type).
+    pub fn first_type(&self) -> Option<EventType> {
+        self.0.first().and_then(EventFilter::first_type)
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +279,26 @@ mod tests {
         assert!(EventFilter::parse("nope.*").is_err());
         assert!(EventFilter::parse("*").is_err());
         assert!(EventFilter::parse("alert.").is_err());
+    }
+
+    #[test]
+    fn first_types() {
+        let first = |items: &[&str]| EventFilters::parse(items).unwrap().first_type();
+        assert_eq!(
+            first(&["csv.uploaded", "alert.*"]),
+            Some(EventType::CsvUploaded)
+        );
+        assert_eq!(first(&["alert.*"]), Some(EventType::AlertCreated));
+        assert_eq!(first(&["data.*"]), Some(EventType::DataDbImport));
+        assert_eq!(
+            first(&["db_connection.*"]),
+            Some(EventType::DbConnectionCreated)
+        );
+        assert_eq!(first(&["api_key.*"]), Some(EventType::ApiKeyCreated));
+        for e in EventType::ALL {
+            let wildcard = format!("{}.*", e.prefix());
+            assert!(first(&[&wildcard]).is_some_and(|f| f.prefix() == e.prefix()));
+        }
     }
 
     #[test]

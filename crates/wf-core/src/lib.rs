@@ -11,6 +11,8 @@ pub mod config;
 pub mod duration;
 pub mod envelope;
 pub mod events;
+pub mod examples;
+pub mod headers;
 pub mod ids;
 pub mod lifecycle;
 pub mod messages;

@@ -11,6 +11,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::envelope::{Event, EventRejection, MAX_EVENT_BYTES};
 use crate::events::{EventFilters, EventFiltersError};
+use crate::headers::CustomHeaders;
 use crate::ids::OrgId;
 use crate::time::parse_rfc3339;
 use crate::url_policy::{AllowedCidrs, WebhookUrl};
@@ -93,6 +94,8 @@ pub struct WebhookCreate {
     pub is_active: bool,
     /// Deliveries per second at most, across the fleet; `None`: no limit.
     pub rate_limit: Option<u32>,
+    /// Custom request headers (empty: none).
+    pub headers: CustomHeaders,
 }
 
 /// A webhook update (`PATCH /webhooks/{id}`): `None` leaves a field as it is.
@@ -104,13 +107,15 @@ pub struct WebhookUpdate {
     pub is_active: Option<bool>,
     /// `Some(None)` removes the rate limit.
     pub rate_limit: Option<Option<u32>>,
+    /// The whole new set of custom headers (`null` or `{}` remove them all).
+    pub headers: Option<CustomHeaders>,
 }
 
-/// `POST /webhooks`: `{"name", "url", "events", "isActive"?, "rateLimit"?}`.
+/// `POST /webhooks`: `{"name", "url", "events", "isActive"?, "rateLimit"?, "headers"?}`.
 ///
 /// # Errors
 /// `400 invalid_json` for a field of the wrong type, then `422` for the first field whose
-/// rule is broken (`name`, `url`, `events`, `rateLimit`, in that order).
+/// rule is broken (`name`, `url`, `events`, `rateLimit`, `headers`, in that order).
 pub fn webhook_create(
     body: &Map<String, Value>,
     allowed: &AllowedCidrs,
@@ -121,18 +126,21 @@ pub fn webhook_create(
     let events = opt_string_array(body, "events")?;
     let is_active = opt_bool(body, "isActive")?;
     let rate_limit = opt_rate_limit(body)?;
+    let headers = opt_string_map(body, "headers")?;
     Ok(WebhookCreate {
         name: parse_name(name)?,
         url: parse_url(allowed, url)?,
         events: parse_events(events)?,
         is_active: is_active.unwrap_or(true),
         rate_limit: parse_rate_limit(rate_limit)?.flatten(),
+        headers: parse_headers(headers)?,
     })
 }
 
-/// `PATCH /webhooks/{id}`: any of `name`, `url`, `events`, `isActive`, `rateLimit`. A
-/// field that is present is checked by the same rule as on create, so `"name": null` is
-/// refused, not ignored; `"rateLimit": null` removes the limit.
+/// `PATCH /webhooks/{id}`: any of `name`, `url`, `events`, `isActive`, `rateLimit`,
+/// `headers`. A field that is present is checked by the same rule as on create, so
+/// `"name": null` is refused, not ignored; `"rateLimit": null` removes the limit, and
+/// `"headers"` replaces the whole set (`null` or `{}` remove every header).
 ///
 /// # Errors
 /// As [`webhook_create`]; `isActive: null` is a type error.
@@ -149,6 +157,7 @@ pub fn webhook_update(
         return Err(RequestError::bad_json("`isActive` must be a boolean").with_field("isActive"));
     }
     let rate_limit = opt_rate_limit(body)?;
+    let headers = opt_string_map(body, "headers")?;
     Ok(WebhookUpdate {
         name: if present("name") {
             Some(parse_name(name)?)
@@ -167,6 +176,11 @@ pub fn webhook_update(
         },
         is_active,
         rate_limit: parse_rate_limit(rate_limit)?,
+        headers: if present("headers") {
+            Some(parse_headers(headers)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -261,6 +275,15 @@ pub fn replay(body: &Map<String, Value>) -> Result<ReplayWindow, RequestError> {
     Ok(ReplayWindow { since, until })
 }
 
+/// `POST /webhooks/{id}/test`: `{"event"?}`, the event type to send (its rules are the
+/// webhook's: checked by the caller against what it subscribes to).
+///
+/// # Errors
+/// `400 invalid_json` when `event` is not a string.
+pub fn test_send(body: &Map<String, Value>) -> Result<Option<String>, RequestError> {
+    opt_string(body, "event")
+}
+
 /// An optional string field; `null` counts as absent.
 fn opt_string(m: &Map<String, Value>, field: &'static str) -> Result<Option<String>, RequestError> {
     match m.get(field) {
@@ -300,6 +323,36 @@ fn opt_string_array(
             .map(Some),
         Some(_) => Err(wrong()),
     }
+}
+
+/// An optional object of string values, in the order given; `null` counts as absent.
+fn opt_string_map(
+    m: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<Vec<(String, String)>>, RequestError> {
+    let wrong = || {
+        RequestError::bad_json(format!("`{field}` must be an object of string values"))
+            .with_field(field)
+    };
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(items)) => items
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|v| (k.clone(), v.to_owned()))
+                    .ok_or_else(wrong)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(wrong()),
+    }
+}
+
+/// `headers`' rules (see [`crate::headers`]).
+fn parse_headers(raw: Option<Vec<(String, String)>>) -> Result<CustomHeaders, RequestError> {
+    CustomHeaders::parse(raw.unwrap_or_default())
+        .map_err(|e| RequestError::invalid(e.code(), "headers", e.to_string()))
 }
 
 /// The largest `rateLimit`, deliveries per second.
@@ -453,6 +506,7 @@ mod tests {
                 events: vec!["alert.*".into(), "csv.uploaded".into()],
                 is_active: true,
                 rate_limit: None,
+                headers: CustomHeaders::default(),
             }
         );
         // A type error anywhere wins over a rule broken earlier.
@@ -544,6 +598,7 @@ mod tests {
                 events: None,
                 is_active: None,
                 rate_limit: None,
+                headers: None,
             }
         );
         let body = obj(json!({"isActive": null}));

@@ -1,5 +1,6 @@
 //! Wire shapes that more than one process emits: the Webhook object (docs/api.md) appears in
-//! API responses (ingestor) and in `webhook.*` event payloads (ingestor and worker).
+//! API responses (ingestor) and in `webhook.*` event payloads (ingestor and worker), with
+//! custom header values masked.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
@@ -15,6 +16,8 @@ pub struct WebhookView<'a> {
     pub is_active: bool,
     pub disabled_reason: Option<&'a str>,
     pub rate_limit: Option<u32>,
+    /// Names of the custom request headers; their values are never part of the view.
+    pub header_names: &'a [String],
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -30,6 +33,12 @@ impl WebhookView<'_> {
         m.insert("isActive".into(), json!(self.is_active));
         m.insert("disabledReason".into(), json!(self.disabled_reason));
         m.insert("rateLimit".into(), json!(self.rate_limit));
+        m.insert(
+            "headers".into(),
+            Value::Object(crate::headers::masked(
+                self.header_names.iter().map(String::as_str),
+            )),
+        );
         m.insert("createdAt".into(), json!(format_ms(self.created_at)));
         m.insert("updatedAt".into(), json!(format_ms(self.updated_at)));
         m

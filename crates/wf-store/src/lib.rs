@@ -31,11 +31,13 @@ mod types;
 pub use error::StoreError;
 pub use feed::{listen_changes, ChangeEvent, ChangeFeed, CHANNEL};
 pub use migrate::migrate;
+pub use store::health::FAILING;
 pub use store::keys::API_KEY_PREFIX;
 pub use store::outbox::ParkedEvent;
 pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{
-    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryStatus, EventRecord, NewDelivery, NewWebhook,
-    Page, Subscription, UnknownStatus, UnsentDead, Webhook, WebhookPatch,
+    ApiKey, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, EventDeliveries,
+    EventRecord, NewDelivery, NewWebhook, Page, Subscription, UnknownStatus, UnsentDead, Webhook,
+    WebhookHealth, WebhookPatch,
 };

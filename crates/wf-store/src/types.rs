@@ -7,6 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use wf_core::events::EventType;
+use wf_core::headers::CustomHeaders;
 use wf_core::ids::{ApiKeyId, DeliveryId, EventId, OrgId, WebhookId};
 use wf_core::signing::WebhookSecret;
 
@@ -53,6 +54,8 @@ pub struct WebhookPatch {
     pub is_active: Option<bool>,
     /// `Some(None)` removes the rate limit.
     pub rate_limit: Option<Option<u32>>,
+    /// Replaces every custom header; `Some` of an empty set removes them all.
+    pub headers: Option<CustomHeaders>,
 }
 
 impl WebhookPatch {
@@ -63,6 +66,7 @@ impl WebhookPatch {
             && self.events.is_none()
             && self.is_active.is_none()
             && self.rate_limit.is_none()
+            && self.headers.is_none()
     }
 }
 
@@ -80,6 +84,8 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     /// Deliveries per second at most, across the fleet; `None`: no limit.
     pub rate_limit: Option<u32>,
+    /// The names of its custom request headers, in order (the values stay encrypted).
+    pub header_names: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -95,6 +101,7 @@ impl Webhook {
             is_active: self.is_active,
             disabled_reason: self.disabled_reason.as_deref(),
             rate_limit: self.rate_limit,
+            header_names: &self.header_names,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -116,6 +123,8 @@ pub struct Subscription {
     pub previous_secret: Option<WebhookSecret>,
     /// Deliveries per second at most, across the fleet; `None`: no limit.
     pub rate_limit: Option<u32>,
+    /// Custom request headers, decrypted, sent with every delivery.
+    pub headers: CustomHeaders,
 }
 
 /// Outcome of [`Store::record_event`](crate::Store::record_event).
@@ -265,4 +274,39 @@ pub struct Attempt {
     pub error: Option<String>,
     pub duration_ms: u32,
     pub response_snippet: Option<String>,
+}
+
+/// Which deliveries of one webhook to list; `None` fields do not filter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub event: Option<EventType>,
+    /// Created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// One event as the delivery log knows it, with its deliveries to an organisation's
+/// webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDeliveries {
+    pub event_id: EventId,
+    pub event: EventType,
+    /// The event's own timestamp (from its stored payload), or, once the payload is gone,
+    /// when its first delivery was logged.
+    pub timestamp: DateTime<Utc>,
+    /// Oldest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// A webhook's delivery health, as the delivery log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookHealth {
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The first failed attempt after the last success; `None` when not failing.
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Failed attempts since `failing_since`.
+    pub failures: u32,
+    pub last_failure_at: Option<DateTime<Utc>>,
 }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod deliver;
 pub mod endpoints;
 pub mod fanout;
+pub mod health;
 pub mod log;
 pub mod signed;
 
@@ -88,6 +89,14 @@ pub async fn run(
     tokio::spawn(prune_loop(
         store.clone(),
         config.delivery_log_retention,
+        internal.clone(),
+    ));
+
+    tokio::spawn(health::auto_disable_loop(
+        store.clone(),
+        publisher.clone(),
+        cache.clone(),
+        config.auto_disable_after,
         internal.clone(),
     ));
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Map, Value};
@@ -14,8 +14,9 @@ use wf_store::ApiKey;
 
 use super::auth::Caller;
 use super::emit::system_event;
+use super::extract::PathParams;
 use super::json::JsonObject;
-use super::ApiError;
+use super::{schema, ApiError};
 use crate::AppState;
 
 fn key_json(k: &ApiKey) -> Map<String, Value> {
@@ -26,11 +27,27 @@ fn key_json(k: &ApiKey) -> Map<String, Value> {
     m
 }
 
+/// A new API key of the caller's organisation; the key is shown only here. Emits
+/// `api_key.created`.
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = "api-keys",
+    operation_id = "createApiKey",
+    security(("bearer" = [])),
+    request_body(content = schema::CreateApiKey, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `key` is shown only here", body = schema::CreatedApiKeyData),
+        (status = 400, description = "`invalid_json`, `invalid_body`", body = schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 1 MiB", body = schema::ErrorBody),
+        (status = 422, description = "`name_required`, `name_too_long`", body = schema::ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     JsonObject(body): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<schema::CreatedApiKeyData>), ApiError> {
     let name = requests::api_key_create(&body)?;
     let (key, token) = state.store.create_api_key(&caller.org, &name).await?;
     let public = key_json(&key);
@@ -41,15 +58,36 @@ pub async fn create(
         public.clone(),
     )
     .await;
-    let mut data = public;
-    data.insert("key".into(), json!(token));
-    Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(schema::CreatedApiKeyData {
+            data: schema::CreatedApiKey {
+                id: key.id.as_str().to_owned(),
+                name: key.name.clone(),
+                created_at: format_ms(key.created_at),
+                key: token,
+            },
+        }),
+    ))
 }
 
+/// Revokes an API key: it is refused from then on. Emits `api_key.deleted`.
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{id}",
+    tag = "api-keys",
+    operation_id = "revokeApiKey",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id (`key_…`)")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "`not_found`: no such key in the organisation, or already revoked", body = schema::ErrorBody),
+    )
+)]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = ApiKeyId::parse(&id).map_err(|_| ApiError::not_found("API key not found"))?;
     let key = state

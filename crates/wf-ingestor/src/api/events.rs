@@ -14,9 +14,25 @@ use wf_telemetry::metrics;
 use super::auth::Caller;
 use super::emit::publish;
 use super::json::JsonObject;
-use super::ApiError;
+use super::{schema, ApiError};
 use crate::AppState;
 
+/// Takes an event for fan-out. Answers only once RabbitMQ has confirmed it; with an `id`,
+/// the same call within 24 hours answers the first response and fans out once.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    operation_id = "ingestEvent",
+    security(("bearer" = [])),
+    request_body(content = schema::IngestEvent, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: the broker has the event", body = schema::AcceptedEventData),
+        (status = 400, description = "`invalid_json`, `invalid_body`", body = schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 1 MiB, or the event over 256 KiB", body = schema::ErrorBody),
+        (status = 422, description = "`event_required`, `unknown_event`, `invalid_event_id`, `invalid_timestamp`, `invalid_data`", body = schema::ErrorBody),
+    )
+)]
 pub async fn ingest(
     State(state): State<Arc<AppState>>,
     caller: Caller,

@@ -17,17 +17,38 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
-                )
-            } else {
-                ApiError::new(rej.status(), "invalid_body", rej.body_text())
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         parse_object(&bytes).map(JsonObject).map_err(ApiError::from)
     }
+}
+
+/// A JSON object body that may be left out: an empty body, or `null`, is `{}`.
+pub struct OptionalJsonObject(pub Map<String, Value>);
+
+impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) || bytes.trim_ascii() == b"null" {
+            return Ok(OptionalJsonObject(Map::new()));
+        }
+        parse_object(&bytes)
+            .map(OptionalJsonObject)
+            .map_err(ApiError::from)
+    }
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rej| {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
+            )
+        } else {
+            ApiError::new(rej.status(), "invalid_body", rej.body_text())
+        }
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
@@ -14,8 +14,9 @@ use wf_store::{NewWebhook, Webhook, WebhookPatch};
 
 use super::auth::Caller;
 use super::emit::system_event;
+use super::extract::{PathParams, QueryParams};
 use super::json::JsonObject;
-use super::ApiError;
+use super::{schema, ApiError};
 use crate::AppState;
 
 /// The Webhook object (docs/api.md, "Webhook"; no secret).
@@ -27,6 +28,21 @@ fn parse_id(id: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(id).map_err(|_| ApiError::not_found("webhook not found"))
 }
 
+/// Registers a webhook. Emits `webhook.created`.
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "createWebhook",
+    security(("bearer" = [])),
+    request_body(content = schema::CreateWebhook, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created. The secret and the custom header values are shown only here", body = schema::CreatedWebhookData),
+        (status = 400, description = "`invalid_json`: not a JSON object, or a field of the wrong type (`field` names it); `invalid_body`: the body could not be read", body = schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 1 MiB", body = schema::ErrorBody),
+        (status = 422, description = "A rule is broken (the first, in field order): `name_required`, `name_too_long`, `url_required`, `invalid_url`, `url_not_https`, `url_too_long`, `url_private_address`, `events_required`, `unknown_event`, `invalid_rate_limit`, `too_many_headers`, `invalid_header_name`, `invalid_header_value`, `reserved_header`, `duplicate_header`, `headers_too_large`", body = schema::ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -40,7 +56,10 @@ pub async fn create(
         is_active: body.is_active,
         rate_limit: body.rate_limit,
     };
-    let (webhook, secret) = state.store.create_webhook(&caller.org, new).await?;
+    let (webhook, secret) = state
+        .store
+        .create_webhook_with_headers(&caller.org, new, &body.headers)
+        .await?;
     let public = webhook_json(&webhook);
     system_event(
         &state,
@@ -50,19 +69,33 @@ pub async fn create(
     )
     .await;
 
+    // The only response that shows the header values (the event above masks them).
     let mut data = Map::new();
     for (k, v) in public {
-        if k == "createdAt" {
-            data.insert("secret".into(), json!(secret.expose()));
+        match k.as_str() {
+            "headers" => {
+                data.insert(k, Value::Object(body.headers.to_json()));
+            }
+            "createdAt" => {
+                data.insert("secret".into(), json!(secret.expose()));
+                data.insert(k, v);
+            }
+            _ => {
+                data.insert(k, v);
+            }
         }
-        data.insert(k, v);
     }
     Ok((StatusCode::CREATED, Json(json!({ "data": data }))))
 }
 
-#[derive(Deserialize)]
+/// `?limit=` and `?cursor=` of a listing.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1 to 100, default 20.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// The previous page's `nextCursor`.
     cursor: Option<String>,
 }
 
@@ -84,10 +117,24 @@ pub fn parse_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
+/// The organisation's webhooks, oldest first (no secrets, header values masked).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    operation_id = "listWebhooks",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page", body = schema::WebhookPage),
+        (status = 400, description = "`invalid_query`: the query string cannot be read", body = schema::ErrorBody),
+        (status = 422, description = "`invalid_limit`, `invalid_cursor`", body = schema::ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = parse_limit(q.limit.as_deref())?;
     let page = state
@@ -122,10 +169,23 @@ pub fn cursor_error(e: wf_store::StoreError) -> ApiError {
     }
 }
 
+/// One webhook (no secret, header values masked).
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "getWebhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    responses(
+        (status = 200, description = "The webhook", body = schema::WebhookData),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+    )
+)]
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
     let w = state
@@ -136,10 +196,29 @@ pub async fn get_one(
     Ok(Json(json!({ "data": webhook_json(&w) })))
 }
 
+/// Changes any of a webhook's fields, with the rules of creation. Answers the webhook with
+/// its header values masked. Changing `isActive` emits `webhook.enabled` or
+/// `webhook.disabled`; enabling clears `disabledReason`.
+#[utoipa::path(
+    patch,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "updateWebhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    request_body(content = schema::UpdateWebhook, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The webhook after the change (header values masked)", body = schema::WebhookData),
+        (status = 400, description = "`invalid_json` (also `isActive: null`), `invalid_body`", body = schema::ErrorBody),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 1 MiB", body = schema::ErrorBody),
+        (status = 422, description = "A rule is broken: `name_required`, `name_too_long`, `url_required`, `invalid_url`, `url_not_https`, `url_too_long`, `url_private_address`, `events_required`, `unknown_event`, `invalid_rate_limit`, `too_many_headers`, `invalid_header_name`, `invalid_header_value`, `reserved_header`, `duplicate_header`, `headers_too_large`", body = schema::ErrorBody),
+    )
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id)?;
@@ -150,6 +229,7 @@ pub async fn update(
         events: body.events,
         is_active: body.is_active,
         rate_limit: body.rate_limit,
+        headers: body.headers,
     };
     let (before, after) = state
         .store
@@ -168,10 +248,23 @@ pub async fn update(
     Ok(Json(json!({ "data": public })))
 }
 
+/// Deletes a webhook; its queued deliveries are dropped, not sent. Emits `webhook.deleted`.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    operation_id = "deleteWebhook",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+    )
+)]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let w = state
@@ -189,16 +282,34 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A new secret, shown only here; for 24 hours deliveries also carry a Standard Webhooks
+/// signature made with the previous one.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    operation_id = "rotateWebhookSecret",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook's id (`whk_…`)")),
+    responses(
+        (status = 200, description = "The new secret", body = schema::SecretData),
+        (status = 404, description = "`not_found`: no such webhook in the organisation", body = schema::ErrorBody),
+    )
+)]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+    PathParams(id): PathParams<String>,
+) -> Result<Json<schema::SecretData>, ApiError> {
     let id = parse_id(&id)?;
     let secret = state
         .store
         .rotate_secret(&caller.org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook not found"))?;
-    Ok(Json(json!({ "data": { "secret": secret.expose() } })))
+    Ok(Json(schema::SecretData {
+        data: schema::Secret {
+            secret: secret.expose().to_owned(),
+        },
+    }))
 }

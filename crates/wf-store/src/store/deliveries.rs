@@ -12,9 +12,73 @@ use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
 
 use super::{clean_text, col, ms, page_limit, parse_col, parse_event, Store};
 use crate::{
-    cursor, Attempt, AttemptRecord, Delivery, DeliveryStatus, NewDelivery, Page, StoreError,
-    UnsentDead,
+    cursor, Attempt, AttemptRecord, Delivery, DeliveryFilter, DeliveryStatus, EventDeliveries,
+    NewDelivery, Page, StoreError, UnsentDead,
 };
+
+/// [`Store::record_attempts`]'s statement.
+///
+/// The health merge (`webhook_health`, one row per webhook; docs in migration V5): a
+/// batch's `2xx` newer than the start of the failing streak ends it (the failures after
+/// that `2xx` in the same batch start the next one); failures newer than the last `2xx`
+/// add to the streak; anything older (a batch that landed late) changes no count.
+const RECORD_ATTEMPTS_SQL: &str = "\
+WITH upserted AS (\
+   INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
+   attempt_count, last_error, created_at, updated_at) \
+   SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event, u.status, \
+   u.attempt_count, u.last_error, date_trunc('milliseconds', u.at), \
+   date_trunc('milliseconds', u.at) \
+   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+   $6::text[], $7::int[], $8::text[], $9::timestamptz[]) \
+   AS u(id, org_id, webhook_id, event_id, event, status, attempt_count, last_error, at) \
+   ON CONFLICT (id) DO UPDATE SET \
+   status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count, \
+   last_error = EXCLUDED.last_error, \
+   updated_at = GREATEST(deliveries.updated_at, EXCLUDED.updated_at) \
+   WHERE deliveries.attempt_count <= EXCLUDED.attempt_count \
+   RETURNING 1\
+), attempted AS (\
+   INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error, \
+   duration_ms, response_snippet) \
+   SELECT a.delivery_id, a.attempt, date_trunc('milliseconds', a.at), a.status_code, \
+   a.error, a.duration_ms, a.response_snippet \
+   FROM UNNEST($10::text[], $11::int[], $12::timestamptz[], $13::int[], \
+   $14::text[], $15::int[], $16::text[]) \
+   AS a(delivery_id, attempt, at, status_code, error, duration_ms, response_snippet) \
+   ON CONFLICT (delivery_id, attempt) DO NOTHING \
+   RETURNING delivery_id, attempt\
+), counted AS (\
+   SELECT b.webhook_id, b.at, b.ok FROM attempted t \
+   JOIN UNNEST($10::text[], $11::int[], $12::timestamptz[], $17::text[], $18::boolean[]) \
+   AS b(delivery_id, attempt, at, webhook_id, ok) \
+   ON b.delivery_id = t.delivery_id AND b.attempt = t.attempt\
+), successes AS (\
+   SELECT webhook_id, max(at) FILTER (WHERE ok) AS ok_at FROM counted GROUP BY webhook_id\
+) \
+INSERT INTO webhook_health AS h (webhook_id, last_success_at, failing_since, failures, \
+last_failure_at) \
+SELECT c.webhook_id, s.ok_at, \
+min(c.at) FILTER (WHERE NOT c.ok AND (s.ok_at IS NULL OR c.at > s.ok_at)), \
+count(*) FILTER (WHERE NOT c.ok AND (s.ok_at IS NULL OR c.at > s.ok_at)), \
+max(c.at) FILTER (WHERE NOT c.ok) \
+FROM counted c JOIN successes s ON s.webhook_id = c.webhook_id \
+GROUP BY c.webhook_id, s.ok_at ORDER BY c.webhook_id \
+ON CONFLICT (webhook_id) DO UPDATE SET \
+last_success_at = GREATEST(h.last_success_at, EXCLUDED.last_success_at), \
+failing_since = CASE \
+   WHEN EXCLUDED.last_success_at >= COALESCE(h.failing_since, h.last_success_at, '-infinity') \
+   THEN EXCLUDED.failing_since \
+   WHEN EXCLUDED.failing_since > COALESCE(GREATEST(h.last_success_at, EXCLUDED.last_success_at), '-infinity') \
+   THEN LEAST(h.failing_since, EXCLUDED.failing_since) \
+   ELSE h.failing_since END, \
+failures = CASE \
+   WHEN EXCLUDED.last_success_at >= COALESCE(h.failing_since, h.last_success_at, '-infinity') \
+   THEN EXCLUDED.failures \
+   WHEN EXCLUDED.failing_since > COALESCE(GREATEST(h.last_success_at, EXCLUDED.last_success_at), '-infinity') \
+   THEN h.failures + EXCLUDED.failures \
+   ELSE h.failures END, \
+last_failure_at = GREATEST(h.last_failure_at, EXCLUDED.last_failure_at)";
 
 /// Cap on stored error messages and response snippets: enough to debug, bounded so a
 /// chatty endpoint cannot bloat the log.
@@ -191,6 +255,11 @@ impl Store {
             .map(|r| r.error.as_deref().map(|e| clean_text(e, TEXT_CAP)))
             .collect();
         let a_duration: Vec<i32> = attempts.values().map(|r| to_i32(r.duration_ms)).collect();
+        let a_webhook: Vec<&str> = attempts.values().map(|r| r.webhook_id.as_str()).collect();
+        let a_ok: Vec<bool> = attempts
+            .values()
+            .map(|r| r.new_status == DeliveryStatus::Delivered)
+            .collect();
         let a_snippet: Vec<Option<String>> = attempts
             .values()
             .map(|r| {
@@ -201,37 +270,12 @@ impl Store {
             .collect();
 
         let client = self.conn().await?;
-        // The deliveries upsert runs first (as a CTE) so the attempts' foreign key finds
-        // its row; both are one statement, hence one implicit transaction.
-        let stmt = client
-            .prepare_cached(
-                "WITH upserted AS (\
-                   INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
-                   attempt_count, last_error, created_at, updated_at) \
-                   SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event, u.status, \
-                   u.attempt_count, u.last_error, date_trunc('milliseconds', u.at), \
-                   date_trunc('milliseconds', u.at) \
-                   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                   $6::text[], $7::int[], $8::text[], $9::timestamptz[]) \
-                   AS u(id, org_id, webhook_id, event_id, event, status, attempt_count, \
-                   last_error, at) \
-                   ON CONFLICT (id) DO UPDATE SET \
-                   status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count, \
-                   last_error = EXCLUDED.last_error, \
-                   updated_at = GREATEST(deliveries.updated_at, EXCLUDED.updated_at) \
-                   WHERE deliveries.attempt_count <= EXCLUDED.attempt_count \
-                   RETURNING 1\
-                 ) \
-                 INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error, \
-                 duration_ms, response_snippet) \
-                 SELECT a.delivery_id, a.attempt, date_trunc('milliseconds', a.at), a.status_code, \
-                 a.error, a.duration_ms, a.response_snippet \
-                 FROM UNNEST($10::text[], $11::int[], $12::timestamptz[], $13::int[], \
-                 $14::text[], $15::int[], $16::text[]) \
-                 AS a(delivery_id, attempt, at, status_code, error, duration_ms, response_snippet) \
-                 ON CONFLICT (delivery_id, attempt) DO NOTHING",
-            )
-            .await?;
+        // One statement, hence one implicit transaction: the deliveries upsert, the
+        // attempts insert (foreign keys are checked at the end of the statement, so the
+        // order of the two does not matter), and each webhook's health from the attempts
+        // that were new (a redelivered batch counts nothing twice). Health rows are
+        // upserted in webhook id order, so concurrent batches lock them in the same order.
+        let stmt = client.prepare_cached(RECORD_ATTEMPTS_SQL).await?;
         client
             .execute(
                 &stmt,
@@ -252,6 +296,8 @@ impl Store {
                     &a_error,
                     &a_duration,
                     &a_snippet,
+                    &a_webhook,
+                    &a_ok,
                 ],
             )
             .await?;
@@ -312,12 +358,10 @@ impl Store {
     }
 
     /// The deliveries of one webhook of `org`, newest first, each with its attempts;
-    /// optionally only those in `status`. Keyset-paginated on `(created_at, id)` like
-    /// [`list_webhooks`](Store::list_webhooks).
+    /// optionally only those in `status`. See [`find_deliveries`](Store::find_deliveries).
     ///
     /// # Errors
-    /// [`StoreError::InvalidCursor`] for a cursor this listing did not issue;
-    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    /// As [`find_deliveries`](Store::find_deliveries).
     pub async fn list_deliveries(
         &self,
         org: &OrgId,
@@ -326,56 +370,69 @@ impl Store {
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page<Delivery>, StoreError> {
+        let filter = DeliveryFilter {
+            status,
+            ..DeliveryFilter::default()
+        };
+        self.find_deliveries(org, webhook, &filter, limit, cursor)
+            .await
+    }
+
+    /// The deliveries of one webhook of `org` that match `filter`, newest first, each with
+    /// its attempts. Keyset-paginated on `(created_at, id)`, which never changes once a
+    /// delivery is logged: a page never repeats or skips a delivery that existed when
+    /// paging began, whatever is written meanwhile.
+    ///
+    /// The statement names only the filters given (one prepared statement per
+    /// combination), so each is served by an index on `(webhook_id, …, created_at DESC,
+    /// id DESC)`; `OR $n IS NULL` conditions would leave a generic plan scanning.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidCursor`] for a cursor this listing did not issue;
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn find_deliveries(
+        &self,
+        org: &OrgId,
+        webhook: &WebhookId,
+        filter: &DeliveryFilter,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page<Delivery>, StoreError> {
         let before = cursor
             .map(|c| cursor::decode(c, DeliveryId::parse))
             .transpose()?;
         let limit = page_limit(limit);
-        let status = status.map(DeliveryStatus::as_str);
+        let fetch = limit + 1;
+        let status = filter.status.map(DeliveryStatus::as_str);
+        let event = filter.event.map(|e| e.as_str());
+        let cursor_id = before.as_ref().map(|(_, id)| id.as_str());
+        let cursor_at = before.as_ref().map(|(at, _)| *at);
+        let sql = find_deliveries_sql(filter, before.is_some());
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::with_capacity(9);
+        let webhook_id = webhook.as_str();
+        let org_id = org.as_str();
+        params.push(&webhook_id);
+        params.push(&org_id);
+        params.push(&fetch);
+        if let Some(s) = &status {
+            params.push(s);
+        }
+        if let Some(e) = &event {
+            params.push(e);
+        }
+        if let Some(t) = &filter.since {
+            params.push(t);
+        }
+        if let Some(t) = &filter.until {
+            params.push(t);
+        }
+        if let (Some(at), Some(id)) = (&cursor_at, &cursor_id) {
+            params.push(at);
+            params.push(id);
+        }
         let client = self.conn().await?;
-        let rows = match &before {
-            None => {
-                let stmt = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        delivery_cols!(),
-                        " FROM deliveries WHERE webhook_id = $1 AND org_id = $2 \
-                         AND ($3::text IS NULL OR status = $3) \
-                         ORDER BY created_at DESC, id DESC LIMIT $4"
-                    ))
-                    .await?;
-                client
-                    .query(
-                        &stmt,
-                        &[&webhook.as_str(), &org.as_str(), &status, &(limit + 1)],
-                    )
-                    .await?
-            }
-            Some((at, id)) => {
-                let stmt = client
-                    .prepare_cached(concat!(
-                        "SELECT ",
-                        delivery_cols!(),
-                        " FROM deliveries WHERE webhook_id = $1 AND org_id = $2 \
-                         AND ($3::text IS NULL OR status = $3) \
-                         AND (created_at, id) < ($5, $6) \
-                         ORDER BY created_at DESC, id DESC LIMIT $4"
-                    ))
-                    .await?;
-                client
-                    .query(
-                        &stmt,
-                        &[
-                            &webhook.as_str(),
-                            &org.as_str(),
-                            &status,
-                            &(limit + 1),
-                            at,
-                            &id.as_str(),
-                        ],
-                    )
-                    .await?
-            }
-        };
+        let stmt = client.prepare_cached(&sql).await?;
+        let rows = client.query(&stmt, &params).await?;
         let mut rows = rows
             .iter()
             .map(delivery_from_row)
@@ -393,6 +450,90 @@ impl Store {
         let mut items: Vec<Delivery> = rows.into_iter().map(|r| r.delivery).collect();
         self.attach_attempts(&client, &mut items).await?;
         Ok(Page { items, next_cursor })
+    }
+
+    /// One delivery of any existing webhook of `org`, with its attempts; `None` when there
+    /// is none (another organisation's, or its webhook was deleted).
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn get_org_delivery(
+        &self,
+        org: &OrgId,
+        id: &DeliveryId,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT d.id, d.org_id, d.webhook_id, d.event_id, d.event, d.status, \
+                 d.created_at, d.updated_at FROM deliveries d \
+                 JOIN webhooks w ON w.id = d.webhook_id AND w.org_id = d.org_id \
+                 WHERE d.id = $1 AND d.org_id = $2",
+            )
+            .await?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&id.as_str(), &org.as_str()])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut items = vec![delivery_from_row(&row)?.delivery];
+        self.attach_attempts(&client, &mut items).await?;
+        Ok(items.pop())
+    }
+
+    /// The event `event_id` of `org` with each of its deliveries to the organisation's
+    /// existing webhooks, oldest first; `None` when there is no such delivery.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn event_deliveries(
+        &self,
+        org: &OrgId,
+        event_id: &EventId,
+    ) -> Result<Option<EventDeliveries>, StoreError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT d.id, d.org_id, d.webhook_id, d.event_id, d.event, d.status, \
+                 d.created_at, d.updated_at FROM deliveries d \
+                 JOIN webhooks w ON w.id = d.webhook_id AND w.org_id = d.org_id \
+                 WHERE d.org_id = $1 AND d.event_id = $2 ORDER BY d.created_at, d.id",
+            )
+            .await?;
+        let rows = client
+            .query(&stmt, &[&org.as_str(), &event_id.as_str()])
+            .await?;
+        let mut deliveries = rows
+            .iter()
+            .map(|r| delivery_from_row(r).map(|d| d.delivery))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = deliveries.first() else {
+            return Ok(None);
+        };
+        let (event, first_at) = (first.event, first.created_at);
+        let ts = client
+            .prepare_cached(
+                "SELECT event_ts_ms FROM event_payloads WHERE org_id = $1 AND event_id = $2",
+            )
+            .await?;
+        let ts_ms: Option<i64> = match client
+            .query_opt(&ts, &[&org.as_str(), &event_id.as_str()])
+            .await?
+        {
+            Some(row) => Some(col(&row, "event_ts_ms")?),
+            None => None,
+        };
+        let timestamp = ts_ms
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or(first_at);
+        self.attach_attempts(&client, &mut deliveries).await?;
+        Ok(Some(EventDeliveries {
+            event_id: event_id.clone(),
+            event,
+            timestamp,
+            deliveries,
+        }))
     }
 
     /// One delivery of one webhook of `org`, with its attempts; `None` if it does not
@@ -485,5 +626,159 @@ impl Store {
                 .await?;
         }
         Ok(total)
+    }
+}
+
+/// The statement of [`Store::find_deliveries`] for the filters present in `f` (and a
+/// cursor or not). Parameters: `$1` webhook, `$2` organisation, `$3` the row limit, then
+/// status, event, since, until, cursor time, cursor id, numbered in that order when
+/// present.
+fn find_deliveries_sql(f: &DeliveryFilter, cursor: bool) -> String {
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        delivery_cols!(),
+        " FROM deliveries WHERE webhook_id = $1 AND org_id = $2"
+    ));
+    let mut n = 3;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if f.status.is_some() {
+        sql.push_str(&format!(" AND status = ${}", next()));
+    }
+    if f.event.is_some() {
+        sql.push_str(&format!(" AND event = ${}", next()));
+    }
+    if f.since.is_some() {
+        sql.push_str(&format!(" AND created_at >= ${}", next()));
+    }
+    if f.until.is_some() {
+        sql.push_str(&format!(" AND created_at < ${}", next()));
+    }
+    if cursor {
+        let (at, id) = (next(), next());
+        sql.push_str(&format!(" AND (created_at, id) < (${at}, ${id})"));
+    }
+    sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT $3");
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wf_core::events::EventType;
+
+    /// Every combination of filters, with and without a cursor, and the lookups of one
+    /// delivery and one event, are served by an index: with sequential scans priced out,
+    /// no plan still scans `deliveries`.
+    #[tokio::test]
+    async fn lookups_use_indexes() {
+        let db = wf_testkit::Database::create().await;
+        crate::migrate(&db.url()).await.expect("migrate");
+        let c = db.connect().await;
+        // A log of some size and spread (50 organisations of 10 webhooks, 30 types, 4
+        // statuses), with statistics, so the planner's choices are those of production.
+        c.batch_execute(
+            "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
+             attempt_count, created_at, updated_at) \
+             SELECT 'dlv_' || i, 'org_' || (i % 50), 'whk_' || (i % 500), 'evt_' || (i / 3), \
+             'alert.t' || (i % 30), (ARRAY['pending','delivered','failed','dead'])[1 + i % 4], \
+             1, now() - i * interval '1 second', now() \
+             FROM generate_series(1, 50000) AS i; \
+             ANALYZE deliveries; \
+             SET enable_seqscan = off",
+        )
+        .await
+        .unwrap();
+        let t = Utc::now();
+        let (w, o, status, event, id) = ("whk_7", "org_7", "failed", "alert.t7", "dlv_7");
+        let limit: i64 = 21;
+        let mut checked = 0;
+        for bits in 0..16u8 {
+            let f = DeliveryFilter {
+                status: (bits & 1 != 0).then_some(DeliveryStatus::Failed),
+                event: (bits & 2 != 0).then_some(EventType::AlertCreated),
+                since: (bits & 4 != 0).then_some(t),
+                until: (bits & 8 != 0).then_some(t),
+            };
+            for cursor in [false, true] {
+                let sql = find_deliveries_sql(&f, cursor);
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    vec![&w, &o, &limit];
+                if f.status.is_some() {
+                    params.push(&status);
+                }
+                if f.event.is_some() {
+                    params.push(&event);
+                }
+                if f.since.is_some() {
+                    params.push(&t);
+                }
+                if f.until.is_some() {
+                    params.push(&t);
+                }
+                if cursor {
+                    params.push(&t);
+                    params.push(&id);
+                }
+                // The most selective filter given is an index condition, not a filter
+                // applied to every row of the webhook.
+                let wanted: &[&str] = match (f.status.is_some(), f.event.is_some()) {
+                    (true, true) => &["status = ", "event = "],
+                    (true, false) => &["status = "],
+                    (false, true) => &["event = "],
+                    (false, false) => &["webhook_id = "],
+                };
+                assert_indexed(&c, &sql, &params, wanted).await;
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 32);
+        for (sql, wanted) in [
+            (
+                "SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                 AND w.org_id = d.org_id WHERE d.id = $1 AND d.org_id = $2",
+                "(id = ",
+            ),
+            (
+                "SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+                 AND w.org_id = d.org_id WHERE d.org_id = $2 AND d.event_id = $1 \
+                 ORDER BY d.created_at, d.id",
+                "event_id = ",
+            ),
+        ] {
+            assert_indexed(&c, sql, &[&id, &o], &[wanted]).await;
+        }
+    }
+
+    /// `sql` does not scan `deliveries`, and one of its index conditions names one of
+    /// `wanted`.
+    async fn assert_indexed(
+        c: &tokio_postgres::Client,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        wanted: &[&str],
+    ) {
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN {sql}"), params)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Seq Scan on deliveries"),
+            "{sql}\nscans deliveries:\n{plan}"
+        );
+        let conds: Vec<&str> = plan
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Index Cond:"))
+            .collect();
+        assert!(
+            conds.iter().any(|l| wanted.iter().any(|w| l.contains(w))),
+            "{sql}\nno index condition on any of {wanted:?}:\n{plan}"
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::StoreError;
 
 mod deliveries;
 mod events;
+pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod outbox;
 pub(crate) mod replay;

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use wf_core::events::EventType;
+use wf_core::headers::CustomHeaders;
 use wf_core::ids::{OrgId, WebhookId};
 use wf_core::signing::WebhookSecret;
 
@@ -13,22 +14,31 @@ use crate::{cursor, NewWebhook, Page, StoreError, Subscription, Webhook, Webhook
 /// The columns [`webhook_from_row`] reads, in one place so every statement agrees.
 macro_rules! webhook_cols {
     () => {
-        "id, org_id, name, url, events, is_active, disabled_reason, rate_limit, created_at, \
-         updated_at"
+        "id, org_id, name, url, events, is_active, disabled_reason, rate_limit, header_names, \
+         created_at, updated_at"
     };
 }
+
+/// [`webhook_cols`] qualified with the table alias `w`, for statements that join.
+macro_rules! webhook_cols_w {
+    () => {
+        "w.id, w.org_id, w.name, w.url, w.events, w.is_active, w.disabled_reason, \
+         w.rate_limit, w.header_names, w.created_at, w.updated_at"
+    };
+}
+pub(crate) use webhook_cols_w;
 
 /// The columns [`Store::subscription_from_row`] reads. The previous secret is returned only
 /// while it is valid, so no caller can sign with an expired one.
 macro_rules! subscription_cols {
     () => {
-        "id, org_id, url, rate_limit, secret_ciphertext, \
+        "id, org_id, url, rate_limit, secret_ciphertext, headers_ciphertext, \
          CASE WHEN previous_expires_at > now() THEN previous_secret_ciphertext END \
          AS previous_secret_ciphertext"
     };
 }
 
-fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
+pub(super) fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
     Ok(Webhook {
         id: parse_col(row, "id", WebhookId::parse)?,
         org_id: parse_col(row, "org_id", OrgId::parse)?,
@@ -38,6 +48,7 @@ fn webhook_from_row(row: &Row) -> Result<Webhook, StoreError> {
         is_active: col(row, "is_active")?,
         disabled_reason: col(row, "disabled_reason")?,
         rate_limit: rate_limit_col(row)?,
+        header_names: col(row, "header_names")?,
         created_at: ms(col(row, "created_at")?),
         updated_at: ms(col(row, "updated_at")?),
     })
@@ -88,16 +99,32 @@ impl Store {
         org: &OrgId,
         new: NewWebhook,
     ) -> Result<(Webhook, WebhookSecret), StoreError> {
+        self.create_webhook_with_headers(org, new, &CustomHeaders::default())
+            .await
+    }
+
+    /// [`create_webhook`](Store::create_webhook) with custom request headers, whose values
+    /// are stored encrypted like the secret.
+    ///
+    /// # Errors
+    /// [`StoreError::Pool`] / [`StoreError::Db`].
+    pub async fn create_webhook_with_headers(
+        &self,
+        org: &OrgId,
+        new: NewWebhook,
+        headers: &CustomHeaders,
+    ) -> Result<(Webhook, WebhookSecret), StoreError> {
         let id = WebhookId::generate();
         let secret = WebhookSecret::generate();
         let sealed = self.secrets.seal(&id, &secret)?;
+        let (header_names, sealed_headers) = self.sealed_headers(&id, headers)?;
         let client = self.conn().await?;
         ensure_org_on(&client, org).await?;
         let stmt = client
             .prepare_cached(concat!(
                 "INSERT INTO webhooks (id, org_id, name, url, events, is_active, secret_ciphertext, \
-                 rate_limit, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                 rate_limit, header_names, headers_ciphertext, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
                  date_trunc('milliseconds', now()), date_trunc('milliseconds', now())) \
                  RETURNING ",
                 webhook_cols!()
@@ -115,6 +142,8 @@ impl Store {
                     &new.is_active,
                     &sealed,
                     &new.rate_limit.map(to_i32),
+                    &header_names,
+                    &sealed_headers,
                 ],
             )
             .await?;
@@ -226,6 +255,11 @@ impl Store {
         else {
             return Ok(None);
         };
+        let headers = patch
+            .headers
+            .as_ref()
+            .map(|h| self.sealed_headers(id, h))
+            .transpose()?;
         let update = tx
             .prepare_cached(concat!(
                 "UPDATE webhooks SET \
@@ -235,6 +269,9 @@ impl Store {
                  is_active = COALESCE($5::boolean, is_active), \
                  disabled_reason = CASE WHEN $5::boolean THEN NULL ELSE disabled_reason END, \
                  rate_limit = CASE WHEN $6::boolean THEN $7::int ELSE rate_limit END, \
+                 header_names = CASE WHEN $8::boolean THEN $9::text[] ELSE header_names END, \
+                 headers_ciphertext = CASE WHEN $8::boolean THEN $10::bytea \
+                 ELSE headers_ciphertext END, \
                  updated_at = date_trunc('milliseconds', now()) \
                  WHERE id = $1 RETURNING ",
                 webhook_cols!()
@@ -251,10 +288,21 @@ impl Store {
                     &patch.is_active,
                     &patch.rate_limit.is_some(),
                     &patch.rate_limit.flatten().map(to_i32),
+                    &headers.is_some(),
+                    &headers.as_ref().map(|(names, _)| names),
+                    &headers.as_ref().and_then(|(_, sealed)| sealed.as_ref()),
                 ],
             )
             .await?;
         let pair = (webhook_from_row(&before)?, webhook_from_row(&after)?);
+        if !pair.0.is_active && pair.1.is_active {
+            // Enabled again: its failing streak is forgiven, so the auto-disable check
+            // gives it a whole window before it can disable it again.
+            let forget = tx
+                .prepare_cached("DELETE FROM webhook_health WHERE webhook_id = $1")
+                .await?;
+            tx.execute(&forget, &[&id.as_str()]).await?;
+        }
         tx.commit().await?;
         Ok(Some(pair))
     }
@@ -281,6 +329,14 @@ impl Store {
         let row = client
             .query_opt(&stmt, &[&id.as_str(), &org.as_str()])
             .await?;
+        if row.is_some() {
+            // A log batch landing later may recreate it; the auto-disable check removes
+            // such orphans.
+            let forget = client
+                .prepare_cached("DELETE FROM webhook_health WHERE webhook_id = $1")
+                .await?;
+            client.execute(&forget, &[&id.as_str()]).await?;
+        }
         row.as_ref().map(webhook_from_row).transpose()
     }
 
@@ -392,6 +448,21 @@ impl Store {
             .transpose()
     }
 
+    /// The names (in clear) and the sealed values of `headers`; `None` for no headers.
+    fn sealed_headers(
+        &self,
+        id: &WebhookId,
+        headers: &CustomHeaders,
+    ) -> Result<(Vec<String>, Option<Vec<u8>>), StoreError> {
+        let names = headers.names().map(str::to_owned).collect();
+        let sealed = if headers.is_empty() {
+            None
+        } else {
+            Some(self.secrets.seal_headers(id, headers)?)
+        };
+        Ok((names, sealed))
+    }
+
     fn subscription_from_row(&self, row: &Row) -> Result<Subscription, StoreError> {
         let webhook_id = parse_col(row, "id", WebhookId::parse)?;
         let secret = self
@@ -400,7 +471,12 @@ impl Store {
         let previous_secret = col::<Option<&[u8]>>(row, "previous_secret_ciphertext")?
             .map(|sealed| self.secrets.open(&webhook_id, sealed))
             .transpose()?;
+        let headers = col::<Option<&[u8]>>(row, "headers_ciphertext")?
+            .map(|sealed| self.secrets.open_headers(&webhook_id, sealed))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Subscription {
+            headers,
             rate_limit: rate_limit_col(row)?,
             org_id: parse_col(row, "org_id", OrgId::parse)?,
             url: col(row, "url")?,

@@ -5,7 +5,10 @@
 mod deliveries;
 mod events;
 mod feed;
+mod headers;
+mod health;
 mod keys;
+mod lookups;
 mod migrations;
 mod outbox;
 mod replay;
