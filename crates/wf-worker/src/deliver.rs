@@ -100,6 +100,11 @@ pub struct Deliverer {
     /// The worker's slots and every endpoint's limit, circuit and lines.
     pub endpoints: Endpoints,
     pub fleet: Fleet,
+    /// Held-back deliveries being parked in the broker at once (`WF_WORKER_CONCURRENCY`
+    /// permits): each holds a serialised copy of its job until the broker confirms it, so
+    /// without a bound an event with a thousand subscribers on one busy endpoint would
+    /// build a thousand copies of its payload at once.
+    pub parking: Arc<tokio::sync::Semaphore>,
 }
 
 /// What [`Deliverer::admit`] decided for one delivery.
@@ -387,6 +392,8 @@ impl Deliverer {
         metrics()
             .delivery_held_seconds
             .observe(held_for_ms as f64 / 1000.0);
+        // Never closed: the semaphore lives as long as the deliverer.
+        let _parking = self.parking.acquire().await;
         let why = format!(
             "endpoint_unavailable: unavailable for {} ({}), not sent",
             format_duration(Duration::from_millis(unavailable_for_ms as u64)),

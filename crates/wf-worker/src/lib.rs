@@ -121,6 +121,7 @@ pub async fn run(
             )
         }),
         fleet,
+        parking: Arc::new(tokio::sync::Semaphore::new(usize::from(concurrency))),
     });
     // On shutdown, deliveries that have not started are handed back rather than started
     // late (those in flight finish within the grace period).
