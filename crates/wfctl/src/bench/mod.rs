@@ -8,6 +8,7 @@
 //! same vhost → figures → SIGTERM the services → delete vhost and database.
 
 mod ceiling;
+mod counters;
 mod http;
 mod isolation;
 mod load;
@@ -28,6 +29,7 @@ use wf_core::config::Config;
 use wf_core::ids::OrgId;
 use wf_store::{NewWebhook, Store};
 
+use counters::WorkerCounters;
 use load::{EventFactory, LoadReport, EVENT_TYPE};
 use procs::{CpuSample, Service};
 use receiver::Receiver;
@@ -44,6 +46,17 @@ pub struct BenchArgs {
     /// Webhooks in the organisation, each subscribed to the event type (fan-out).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub webhooks: u32,
+    /// Distinct endpoints the webhooks are spread over (webhook i on endpoint i mod E): each
+    /// its own loopback address, TLS connections and certificate. At most --webhooks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=receiver::MAX_ENDPOINTS as i64))]
+    pub endpoints: u32,
+    /// How many of the endpoints are slow: they answer after --slow-ms. Their figures are
+    /// printed apart from the healthy ones' (`slow_…`, `healthy_…`).
+    #[arg(long, default_value_t = 0)]
+    pub slow_endpoints: u32,
+    /// How long a slow endpoint takes to answer, in milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub slow_ms: u64,
     /// Approximate size of each delivery body in bytes (the event's `data` is padded).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=200_000))]
     pub payload_bytes: u64,
@@ -126,6 +139,18 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.rate.is_finite() && args.rate >= 0.0,
         "--rate must be a number of events per second, 0 for as fast as possible"
+    );
+    anyhow::ensure!(
+        args.endpoints <= args.webhooks,
+        "--endpoints ({}) cannot exceed --webhooks ({}): each endpoint needs a webhook",
+        args.endpoints,
+        args.webhooks
+    );
+    anyhow::ensure!(
+        args.slow_endpoints <= args.endpoints,
+        "--slow-endpoints ({}) cannot exceed --endpoints ({})",
+        args.slow_endpoints,
+        args.endpoints
     );
     // Before creating anything: are the services built?
     let bin_dir = args.bin_dir.as_deref();
@@ -223,7 +248,15 @@ async fn bench(
     rand::rng().fill_bytes(&mut secret_key);
 
     // 2. Receiver.
-    let receiver = Receiver::start(&env.dir).await?;
+    let receiver = Receiver::start(
+        &env.dir,
+        receiver::Endpoints {
+            count: args.endpoints as usize,
+            slow: args.slow_endpoints as usize,
+            delay: Duration::from_millis(args.slow_ms),
+        },
+    )
+    .await?;
     let cert_path = receiver.cert_path.display().to_string();
     let receiver = env.receiver.insert(receiver);
 
@@ -260,6 +293,7 @@ async fn bench(
         env.services.push(service);
     }
     let worker_pids: Vec<u32> = env.services.iter().map(|s| s.pid).collect();
+    let worker_ops: Vec<std::net::SocketAddr> = env.services.iter().map(|s| s.ops).collect();
     let mut api = None;
     if let Some(bin) = ingestor_bin {
         let ops = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
@@ -295,10 +329,11 @@ async fn bench(
     let (_, token) = store.create_api_key(&org, "wfctl bench").await?;
     let token: Arc<str> = Arc::from(token);
     let mut secrets = Vec::with_capacity(args.webhooks as usize);
+    let mut slow_webhooks = Vec::new();
     for i in 0..args.webhooks as usize {
-        let secret = match api {
+        let (id, secret) = match api {
             None => {
-                let (_, secret) = store
+                let (webhook, secret) = store
                     .create_webhook(
                         &org,
                         NewWebhook {
@@ -310,11 +345,14 @@ async fn bench(
                         },
                     )
                     .await?;
-                secret.expose().to_owned()
+                (webhook.id.to_string(), secret.expose().to_owned())
             }
             Some(api) => create_webhook_via_api(api, &token, i, &receiver.url(i)).await?,
         };
         secrets.push(secret);
+        if receiver.group_of(i) == receiver::Group::Slow {
+            slow_webhooks.push(id);
+        }
     }
     receiver.set_secrets(secrets);
     store.close();
@@ -359,6 +397,11 @@ async fn bench(
     let rss_after_warmup = max_rss_kib(&worker_pids);
     let mut rss_at_half = None;
     let load_before = procs::load_average();
+    let management = counters::ManagementApi::from_amqp_url(&env.amqp_url)?;
+    let broker_before = management.queue_counts().await;
+    let counters_before = WorkerCounters::scrape(&worker_ops).await?;
+    let mut dead = 0u64;
+    let mut dead_checked = Instant::now();
     let cpu_before = Samples::take(&worker_pids, ingestor_pid, &rabbit_pids);
     let expected = args.events * fanout;
     let t0 = Instant::now();
@@ -379,8 +422,16 @@ async fn bench(
     let mut sending = Some(sending);
     let timed_out = loop {
         let snap = receiver.snapshot();
-        if snap.distinct >= expected {
+        if snap.distinct + dead >= expected {
             break None;
+        }
+        // Dead-lettered deliveries never arrive: the run ends when every delivery arrived
+        // or was given up.
+        if dead_checked.elapsed() >= Duration::from_secs(1) {
+            dead_checked = Instant::now();
+            if let Ok(now) = WorkerCounters::scrape(&worker_ops).await {
+                dead = now.since(&counters_before).get(DEAD_OUTCOME) as u64;
+            }
         }
         if rss_at_half.is_none() && snap.distinct >= expected / 2 {
             rss_at_half = Some(max_rss_kib(&worker_pids));
@@ -404,7 +455,7 @@ async fn bench(
         if now.duration_since(last_progress) >= Duration::from_secs(5) {
             last_progress = now;
             eprintln!(
-                "bench: {:>6.1}s {} of {expected} deliveries",
+                "bench: {:>6.1}s {} of {expected} deliveries, {dead} dead",
                 now.duration_since(t0).as_secs_f64(),
                 snap.distinct
             );
@@ -432,7 +483,23 @@ async fn bench(
             .context("the publishing task")?,
         (None, None) => LoadReport::default(),
     };
-    let latencies = receiver.latencies_us();
+    let healthy = receiver.group(receiver::Group::Healthy);
+    let slow = receiver.group(receiver::Group::Slow);
+    let counters = WorkerCounters::scrape(&worker_ops)
+        .await?
+        .since(&counters_before);
+    let dead_slow = count_dead(&env.db_url, &slow_webhooks).await?;
+    // The management API's statistics are refreshed every 5 s.
+    let broker_counts = match broker_before {
+        Some(before) => {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            management
+                .queue_counts()
+                .await
+                .map(|after| after.since(before))
+        }
+        None => None,
+    };
     let peak_rss_kib = worker_pids
         .iter()
         .filter_map(|&p| procs::peak_rss_kib(p))
@@ -480,7 +547,12 @@ async fn bench(
         expected,
         snap,
         elapsed,
-        latencies,
+        t0,
+        healthy,
+        slow,
+        counters,
+        dead_slow,
+        broker: broker_counts,
         load: load_report,
         worker_cpu: cpu_after.workers.seconds_since(&cpu_before.workers, ticks),
         ingestor_cpu: ingestor_pid.map(|_| {
@@ -511,6 +583,26 @@ async fn bench(
     Ok(complete)
 }
 
+/// The `outcome="dead"` series of `wf_deliveries_total`.
+const DEAD_OUTCOME: &str = "wf_deliveries_total{outcome=dead}";
+
+/// Dead deliveries of the given webhooks, from the delivery log.
+async fn count_dead(db_url: &str, webhooks: &[String]) -> anyhow::Result<u64> {
+    if webhooks.is_empty() {
+        return Ok(0);
+    }
+    let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE status = 'dead' AND webhook_id = ANY($1)",
+            &[&webhooks],
+        )
+        .await
+        .context("counting dead deliveries")?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+}
+
 /// The largest current RSS among the workers, in KiB.
 fn max_rss_kib(pids: &[u32]) -> u64 {
     pids.iter()
@@ -519,12 +611,13 @@ fn max_rss_kib(pids: &[u32]) -> u64 {
         .unwrap_or(0)
 }
 
+/// `(id, secret)` of the new webhook.
 async fn create_webhook_via_api(
     api: std::net::SocketAddr,
     token: &str,
     i: usize,
     url: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     let body = json!({"name": format!("bench {i}"), "url": url, "events": [EVENT_TYPE]});
     let (status, resp) = http::HttpConn::new(api)
         .request(
@@ -539,10 +632,13 @@ async fn create_webhook_via_api(
         status == 201,
         "POST /api/v1/webhooks answered {status}: {resp}"
     );
-    resp["data"]["secret"]
-        .as_str()
-        .map(str::to_owned)
-        .context("POST /api/v1/webhooks returned no secret")
+    let field = |name: &str| {
+        resp["data"][name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("POST /api/v1/webhooks returned no {name}"))
+    };
+    Ok((field("id")?, field("secret")?))
 }
 
 fn check_load(what: &str, r: &LoadReport) -> anyhow::Result<()> {
@@ -624,7 +720,15 @@ struct Figures<'a> {
     expected: u64,
     snap: receiver::Snapshot,
     elapsed: Duration,
-    latencies: Vec<u64>,
+    t0: Instant,
+    healthy: receiver::GroupCounts,
+    slow: receiver::GroupCounts,
+    /// The workers' counters over the measured phase.
+    counters: WorkerCounters,
+    /// Dead deliveries of slow endpoints' webhooks, from the delivery log.
+    dead_slow: u64,
+    /// RabbitMQ's own counts over the measured phase, when its management API answers.
+    broker: Option<counters::BrokerCounts>,
     load: LoadReport,
     worker_cpu: f64,
     ingestor_cpu: Option<f64>,
@@ -682,6 +786,26 @@ impl CeilingRun {
     }
 }
 
+/// `<prefix>event_to_delivery_p50_ms` … `_max_ms` of `latencies` (µs; sorted here).
+fn print_latencies(prefix: &str, latencies: &mut [u64]) {
+    latencies.sort_unstable();
+    for p in [50u32, 95, 99] {
+        match percentile(latencies, f64::from(p)) {
+            Some(us) => println!(
+                "{prefix}event_to_delivery_p{p}_ms: {:.1}",
+                us as f64 / 1000.0
+            ),
+            None => println!("{prefix}event_to_delivery_p{p}_ms: n/a"),
+        }
+    }
+    if let Some(max) = latencies.last() {
+        println!(
+            "{prefix}event_to_delivery_max_ms: {:.1}",
+            *max as f64 / 1000.0
+        );
+    }
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
@@ -692,6 +816,74 @@ fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 impl Figures<'_> {
+    /// Dead letters, held-back deliveries and broker churn; with slow endpoints, the
+    /// healthy and the slow ones' figures apart.
+    fn print_pressure(&mut self, delivered: u64) {
+        let a = self.args;
+        let c = &self.counters;
+        let dead = c.get(DEAD_OUTCOME) as u64;
+        let per = |n: f64| n / (delivered + dead).max(1) as f64;
+        println!("dead_lettered: {dead}");
+        println!("attempts_sent: {}", c.get(counters::ATTEMPTS) as u64);
+        println!("retries_scheduled: {}", c.get(counters::RETRIES) as u64);
+        println!("deferrals: {}", c.get(counters::DEFERRED) as u64);
+        println!(
+            "deferrals_per_delivery: {:.3}",
+            per(c.get(counters::DEFERRED))
+        );
+        println!("republished: {}", c.get(counters::REPUBLISHED) as u64);
+        println!(
+            "republished_per_delivery: {:.3}",
+            per(c.get(counters::REPUBLISHED))
+        );
+        match self.broker {
+            Some(b) => {
+                println!("rabbitmq_retry_queue_messages: {}", b.retry_queues);
+                println!("rabbitmq_deliveries_queue_messages: {}", b.deliveries_queue);
+                println!("rabbitmq_dead_queue_messages: {}", b.dead_queue);
+                println!(
+                    "rabbitmq_job_messages_per_delivery: {:.3}",
+                    per((b.retry_queues + b.deliveries_queue) as f64)
+                );
+            }
+            None => println!(
+                "rabbitmq_job_messages_per_delivery: n/a (RabbitMQ's management API did not answer)"
+            ),
+        }
+        if a.slow_endpoints == 0 {
+            return;
+        }
+        let t0 = self.t0;
+        let dead_slow = self.dead_slow;
+        for (name, g, dead) in [
+            ("healthy", &mut self.healthy, dead.saturating_sub(dead_slow)),
+            ("slow", &mut self.slow, dead_slow),
+        ] {
+            let secs = g
+                .last_new
+                .map_or(0.0, |t| t.duration_since(t0).as_secs_f64());
+            println!("{name}_deliveries_received: {}", g.distinct);
+            println!("{name}_dead_lettered: {dead}");
+            println!("{name}_elapsed_seconds: {secs:.2}");
+            println!(
+                "{name}_deliveries_per_sec: {:.1}",
+                g.distinct as f64 / secs.max(1e-9)
+            );
+            print_latencies(&format!("{name}_"), &mut g.latencies_us);
+        }
+        // The best a worker can do: every slot of every slow endpoint busy all the time.
+        let slow_webhooks = (0..a.webhooks as usize)
+            .filter(|i| (*i % a.endpoints as usize) < a.slow_endpoints as usize)
+            .count() as u64;
+        let slots = u64::from(a.workers)
+            * u64::from(a.concurrency).min(
+                u64::from(a.slow_endpoints)
+                    * u64::from(wf_core::config::defaults::ENDPOINT_MAX_CONCURRENCY),
+            );
+        let ideal = (a.events * slow_webhooks) as f64 * a.slow_ms as f64 / 1000.0 / slots as f64;
+        println!("slow_ideal_drain_seconds: {ideal:.2}");
+    }
+
     fn print(mut self) {
         let a = self.args;
         let rate = if a.rate > 0.0 {
@@ -700,9 +892,12 @@ impl Figures<'_> {
             "max".to_owned()
         };
         println!(
-            "bench: events={} webhooks={} deliveries={} payload_bytes={} queue={} workers={} via={} rate={} concurrency={}",
+            "bench: events={} webhooks={} endpoints={} slow_endpoints={} slow_ms={} deliveries={} payload_bytes={} queue={} workers={} via={} rate={} concurrency={}",
             a.events,
             a.webhooks,
+            a.endpoints,
+            a.slow_endpoints,
+            a.slow_ms,
             self.expected,
             a.payload_bytes,
             a.queue_type.as_str(),
@@ -729,16 +924,15 @@ impl Figures<'_> {
         if let Some(e) = &self.load.first_error {
             eprintln!("bench: first publish error: {e}");
         }
-        self.latencies.sort_unstable();
-        for p in [50u32, 95, 99] {
-            match percentile(&self.latencies, f64::from(p)) {
-                Some(us) => println!("event_to_delivery_p{p}_ms: {:.1}", us as f64 / 1000.0),
-                None => println!("event_to_delivery_p{p}_ms: n/a"),
-            }
-        }
-        if let Some(max) = self.latencies.last() {
-            println!("event_to_delivery_max_ms: {:.1}", *max as f64 / 1000.0);
-        }
+        let mut latencies: Vec<u64> = self
+            .healthy
+            .latencies_us
+            .iter()
+            .chain(&self.slow.latencies_us)
+            .copied()
+            .collect();
+        print_latencies("", &mut latencies);
+        self.print_pressure(delivered);
         println!("worker_cpu_seconds: {:.2}", self.worker_cpu);
         if delivered > 0 {
             println!(

@@ -1,15 +1,22 @@
-//! The subscriber side of the benchmark: an HTTPS server on loopback (fresh rcgen
-//! certificate with an IP SAN for 127.0.0.1, HTTP/1.1 keep-alive) that verifies every
-//! `X-WorkFlows-Signature`, counts distinct `X-WorkFlows-Delivery` ids and records the
-//! event-to-delivery latency of each first delivery.
+//! The subscriber side of the benchmark: an HTTPS server on loopback (HTTP/1.1 keep-alive)
+//! that verifies every `X-WorkFlows-Signature`, counts distinct `X-WorkFlows-Delivery` ids
+//! and records the event-to-delivery latency of each first delivery.
+//!
+//! It can play many endpoints at once: endpoint `e` is its own loopback address
+//! (`127.0.0.1`, `127.0.0.2`, …), so each is a distinct `scheme://host:port` to the
+//! workers, with its own TLS connections and its own certificate (issued on first use by
+//! a bench CA, whose certificate the workers trust). The first `slow` endpoints answer
+//! after a delay. Figures are kept apart for the slow endpoints and the healthy ones.
+//!
 //! Not wf-testkit's receiver: that is a test-only crate; this ships in wfctl, built for load.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -23,20 +30,38 @@ use sha2::Sha256;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A running receiver. Webhook `i` is served at `/w/<i>`, so the receiver knows which
-/// secret signs what it gets.
+/// A running receiver. Webhook `i` is served at `/w/<i>` on endpoint `i % endpoints`, so
+/// the receiver knows which secret signs what it gets.
 pub struct Receiver {
     pub port: u16,
-    /// The certificate (a leaf, not a CA) as PEM, for the workers' `WF_EXTRA_ROOT_CA`.
+    /// The bench CA's certificate as PEM, for the workers' `WF_EXTRA_ROOT_CA`.
     pub cert_path: PathBuf,
+    endpoints: usize,
     state: Arc<State>,
     stop: CancellationToken,
 }
 
-#[derive(Default)]
+/// How the receiver's endpoints behave.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints {
+    /// Distinct endpoints (loopback addresses), at least 1.
+    pub count: usize,
+    /// The first `slow` endpoints answer after `delay`.
+    pub slow: usize,
+    pub delay: Duration,
+}
+
+/// The two groups figures are kept for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Healthy,
+    Slow,
+}
+
 struct State {
     /// The whole `whsec_…` string of webhook `i`, as bytes (the HMAC key).
     secrets: RwLock<Vec<Vec<u8>>>,
+    endpoints: Endpoints,
     counts: Mutex<Counts>,
     requests: AtomicU64,
     signature_failures: AtomicU64,
@@ -54,10 +79,31 @@ struct Counts {
     distinct: u64,
     /// Requests since the last reset whose id had been seen before.
     duplicates: u64,
-    /// Event-to-delivery latency of each first delivery since the last reset, in µs.
-    latencies_us: Vec<u64>,
     /// When the last new delivery id arrived.
     last_new: Option<Instant>,
+    healthy: GroupCounts,
+    slow: GroupCounts,
+}
+
+/// Figures of one group since the last reset.
+#[derive(Clone, Debug, Default)]
+pub struct GroupCounts {
+    /// Distinct ids first seen.
+    pub distinct: u64,
+    /// Event-to-delivery latency of each first delivery, in µs.
+    pub latencies_us: Vec<u64>,
+    /// When the first and the last new delivery id of the group arrived.
+    pub first_new: Option<Instant>,
+    pub last_new: Option<Instant>,
+}
+
+impl Counts {
+    fn group(&mut self, g: Group) -> &mut GroupCounts {
+        match g {
+            Group::Healthy => &mut self.healthy,
+            Group::Slow => &mut self.slow,
+        }
+    }
 }
 
 /// Counters at one moment.
@@ -72,39 +118,56 @@ pub struct Snapshot {
 }
 
 impl Receiver {
-    /// Binds 127.0.0.1:0 and serves until [`Receiver::stop`] (or the process ends).
-    pub async fn start(dir: &Path) -> anyhow::Result<Receiver> {
-        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
-            .context("generating the receiver's certificate")?;
-        let cert_path = dir.join("receiver-cert.pem");
-        std::fs::write(&cert_path, ck.cert.pem())
-            .with_context(|| format!("writing {}", cert_path.display()))?;
-        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
-            rustls_pki_types::PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
+    /// Binds one port for every endpoint and serves until [`Receiver::stop`] (or the
+    /// process ends). With one endpoint it listens on 127.0.0.1 only; with more, on every
+    /// address of the host, answering only connections made to a loopback address.
+    pub async fn start(dir: &Path, endpoints: Endpoints) -> anyhow::Result<Receiver> {
+        anyhow::ensure!(
+            (1..=MAX_ENDPOINTS).contains(&endpoints.count) && endpoints.slow <= endpoints.count,
+            "the receiver plays 1 to {MAX_ENDPOINTS} endpoints, of which at most all are slow"
         );
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)?;
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let tls = Arc::new(Tls::new()?);
+        let cert_path = dir.join("receiver-ca.pem");
+        std::fs::write(&cert_path, tls.ca_pem.as_bytes())
+            .with_context(|| format!("writing {}", cert_path.display()))?;
+        let bind = if endpoints.count == 1 {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let listener = TcpListener::bind((bind, 0)).await?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            secrets: RwLock::default(),
+            endpoints,
+            counts: Mutex::default(),
+            requests: AtomicU64::default(),
+            signature_failures: AtomicU64::default(),
+            malformed: AtomicU64::default(),
+        });
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, acceptor, state.clone(), stop.clone()));
+        tokio::spawn(accept_loop(listener, tls, state.clone(), stop.clone()));
         Ok(Receiver {
             port,
             cert_path,
+            endpoints: endpoints.count,
             state,
             stop,
         })
     }
 
-    /// The URL of webhook `i`.
+    /// The URL of webhook `i`: on endpoint `i % endpoints`.
     pub fn url(&self, i: usize) -> String {
-        format!("https://127.0.0.1:{}/w/{i}", self.port)
+        format!(
+            "https://{}:{}/w/{i}",
+            endpoint_ip(i % self.endpoints),
+            self.port
+        )
+    }
+
+    /// The group webhook `i` belongs to.
+    pub fn group_of(&self, i: usize) -> Group {
+        self.state.group_of(i)
     }
 
     /// Registers the secrets, in webhook order.
@@ -123,8 +186,9 @@ impl Receiver {
         let mut c = self.state.lock_counts();
         c.distinct = 0;
         c.duplicates = 0;
-        c.latencies_us.clear();
         c.last_new = None;
+        c.healthy = GroupCounts::default();
+        c.slow = GroupCounts::default();
         drop(c);
         self.state.requests.store(0, Ordering::Relaxed);
         self.state.signature_failures.store(0, Ordering::Relaxed);
@@ -143,9 +207,9 @@ impl Receiver {
         }
     }
 
-    /// The latencies recorded since the last reset, in µs (unsorted).
-    pub fn latencies_us(&self) -> Vec<u64> {
-        self.state.lock_counts().latencies_us.clone()
+    /// The figures of one group since the last reset (latencies unsorted).
+    pub fn group(&self, g: Group) -> GroupCounts {
+        self.state.lock_counts().group(g).clone()
     }
 
     pub fn stop(&self) {
@@ -157,28 +221,120 @@ impl State {
     fn lock_counts(&self) -> std::sync::MutexGuard<'_, Counts> {
         self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn group_of(&self, webhook: usize) -> Group {
+        if webhook % self.endpoints.count < self.endpoints.slow {
+            Group::Slow
+        } else {
+            Group::Healthy
+        }
+    }
+}
+
+/// The most endpoints one receiver plays (addresses 127.0.0.1 to 127.1.x.y).
+pub const MAX_ENDPOINTS: usize = 100_000;
+
+/// The loopback address of endpoint `e`: 127.0.0.1, 127.0.0.2, …, skipping the addresses
+/// ending in .0 and .255, which some resolvers and firewalls treat specially.
+pub fn endpoint_ip(e: usize) -> Ipv4Addr {
+    let per_block = 254usize;
+    let block = e / per_block;
+    let host = (e % per_block + 1) as u8;
+    Ipv4Addr::new(127, (block >> 8) as u8, (block & 0xff) as u8, host)
+}
+
+/// TLS for every endpoint: a bench CA, and for each loopback address a leaf certificate
+/// with that address as its IP SAN, issued on the first connection to it. Clients send no
+/// SNI for an IP address, so the certificate is chosen by the connection's local address.
+struct Tls {
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
+    ca_pem: String,
+    /// One key for every leaf (the bench measures delivery, not key generation).
+    leaf_key: rcgen::KeyPair,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    configs: Mutex<HashMap<IpAddr, Arc<rustls::ServerConfig>>>,
+}
+
+impl Tls {
+    fn new() -> anyhow::Result<Tls> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wfctl bench CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = rcgen::KeyPair::generate().context("generating the bench CA key")?;
+        let ca_cert = params
+            .self_signed(&ca_key)
+            .context("self-signing the bench CA")?;
+        Ok(Tls {
+            ca: rcgen::Issuer::new(params, ca_key),
+            ca_pem: ca_cert.pem(),
+            leaf_key: rcgen::KeyPair::generate().context("generating the leaf key")?,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            configs: Mutex::default(),
+        })
+    }
+
+    /// The server configuration for connections to `ip`.
+    fn config_for(&self, ip: IpAddr) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let mut configs = self.configs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = configs.get(&ip) {
+            return Ok(c.clone());
+        }
+        let params = rcgen::CertificateParams::new(vec![ip.to_string()])?;
+        let cert = params.signed_by(&self.leaf_key, &self.ca)?;
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+            rustls_pki_types::PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()),
+        );
+        let mut tls = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = Arc::new(tls);
+        configs.insert(ip, tls.clone());
+        Ok(tls)
+    }
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Arc<Tls>,
     state: Arc<State>,
     stop: CancellationToken,
 ) {
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(_) => continue,
+                Ok(a) => a,
+                Err(_) => {
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
         };
+        // Bound to every address with many endpoints: loopback clients only.
+        let Ok(local) = tcp.local_addr() else {
+            continue;
+        };
+        if !local.ip().is_loopback() || !peer.ip().is_loopback() {
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         let state = state.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
+            let Ok(config) = tls.config_for(local.ip()) else {
+                return;
+            };
+            let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
                 return;
             };
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -240,6 +396,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         state.malformed.fetch_add(1, Ordering::Relaxed);
         return reply(StatusCode::NOT_FOUND);
     };
+    let group = state.group_of(index);
+    if group == Group::Slow {
+        tokio::time::sleep(state.endpoints.delay).await;
+    }
     let verified = {
         let secrets = state.secrets.read().unwrap_or_else(PoisonError::into_inner);
         match (secrets.get(index), signature) {
@@ -265,10 +425,15 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
 
     let mut c = state.lock_counts();
     if c.seen.insert(delivery.into_boxed_str()) {
+        let now = Instant::now();
         c.distinct += 1;
-        c.last_new = Some(Instant::now());
+        c.last_new = Some(now);
+        let g = c.group(group);
+        g.distinct += 1;
+        g.first_new.get_or_insert(now);
+        g.last_new = Some(now);
         if let Some(sent) = sent {
-            c.latencies_us
+            g.latencies_us
                 .push(u64::try_from(received.saturating_sub(sent)).unwrap_or(0));
         }
     } else {
@@ -304,7 +469,21 @@ fn reply(status: StatusCode) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::verify;
+    use super::{endpoint_ip, verify};
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn endpoints_get_distinct_loopback_addresses() {
+        assert_eq!(endpoint_ip(0), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(endpoint_ip(253), Ipv4Addr::new(127, 0, 0, 254));
+        assert_eq!(endpoint_ip(254), Ipv4Addr::new(127, 0, 1, 1));
+        let all: std::collections::HashSet<_> =
+            (0..super::MAX_ENDPOINTS).map(endpoint_ip).collect();
+        assert_eq!(all.len(), super::MAX_ENDPOINTS);
+        assert!(all
+            .iter()
+            .all(|ip| ip.is_loopback() && ![0, 255].contains(&ip.octets()[3])));
+    }
 
     #[test]
     fn verifies_like_the_docs() {
