@@ -148,7 +148,10 @@ async fn rekey_moves_every_value_to_the_first_key() {
 
     for (id, want) in ids.iter().zip(&before) {
         assert_eq!(&only_new.subscription(id).await.unwrap().unwrap(), want);
-        assert!(matches!(old.subscription(id).await, Err(StoreError::Crypto)));
+        assert!(matches!(
+            old.subscription(id).await,
+            Err(StoreError::Crypto)
+        ));
     }
 
     // Again: nothing left, nothing written.
@@ -282,22 +285,26 @@ async fn a_concurrent_rotation_is_never_overwritten() {
         .await
         .unwrap()
         .get(0);
-    eventually("the rekey waits on the row lock", Duration::from_secs(30), || {
-        let probe = &probe;
-        let dbname = dbname.clone();
-        async move {
-            let n: i64 = probe
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+    eventually(
+        "the rekey waits on the row lock",
+        Duration::from_secs(30),
+        || {
+            let probe = &probe;
+            let dbname = dbname.clone();
+            async move {
+                let n: i64 = probe
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
                      AND wait_event_type = 'Lock' AND query LIKE 'UPDATE webhooks SET secret%'",
-                    &[&dbname],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            n == 1
-        }
-    })
+                        &[&dbname],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                n == 1
+            }
+        },
+    )
     .await;
     tx.execute(put, &[&w.id.as_str(), &rotated.0, &rotated.1, &rotated.2])
         .await
@@ -315,7 +322,11 @@ async fn a_concurrent_rotation_is_never_overwritten() {
     let sub = only_new.subscription(&w.id).await.unwrap().unwrap();
     assert_eq!(sub.secret, new_secret);
     assert!(sub.previous_secret.is_some());
-    assert_eq!(sealed(&db, &w.id).await.0, rotated.0, "the rotated secret kept");
+    assert_eq!(
+        sealed(&db, &w.id).await.0,
+        rotated.0,
+        "the rotated secret kept"
+    );
     for s in [rotating, only_new] {
         s.close();
     }
