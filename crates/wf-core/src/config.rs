@@ -15,9 +15,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
-
 use crate::duration::{parse_duration, RetrySchedule};
+pub use crate::secret_keys::SecretKeys;
 use crate::url_policy::AllowedCidrs;
 
 /// Queue type for the declared queues (`WF_QUEUE_TYPE`).
@@ -107,9 +106,11 @@ pub struct Config {
     /// `WF_ENDPOINT_MAX_CONCURRENCY`: the upper bound of each endpoint's adaptive
     /// concurrency limit (deliveries in flight to one endpoint from one worker).
     pub endpoint_max_concurrency: u16,
-    /// `WF_SECRET_KEY`: key that encrypts webhook secrets at rest.
-    pub secret_key: [u8; 32],
-    /// True when `secret_key` is the publicly known development key.
+    /// `WF_SECRET_KEY`: the keys of webhook secrets at rest, newest first; the first
+    /// encrypts, any decrypts (a comma-separated list during a rotation).
+    pub secret_key: SecretKeys,
+    /// True when `secret_key`'s first key, the one that encrypts, is the publicly known
+    /// development key.
     pub secret_key_is_default: bool,
     /// `WF_QUEUE_TYPE`: `x-queue-type` of the declared queues.
     pub queue_type: QueueType,
@@ -282,10 +283,10 @@ impl Config {
 
         let key = get("WF_SECRET_KEY");
         let secret_key = match key.value()? {
-            None => DEV_SECRET_KEY,
-            Some(v) => parse_secret_key(v).map_err(|reason| key.error(reason))?,
+            None => SecretKeys::single(DEV_SECRET_KEY),
+            Some(v) => SecretKeys::parse(v).map_err(|reason| key.error(reason))?,
         };
-        let secret_key_is_default = secret_key == DEV_SECRET_KEY;
+        let secret_key_is_default = *secret_key.primary() == DEV_SECRET_KEY;
 
         let qt = get("WF_QUEUE_TYPE");
         let queue_type = match qt.value()?.map(str::trim) {
@@ -348,10 +349,18 @@ impl Config {
         let mut out = Vec::new();
         if self.secret_key_is_default {
             out.push(
-                "WF_SECRET_KEY is not set: webhook secrets are encrypted with the built-in \
-                 development key, which is public. Set WF_SECRET_KEY to the base64 of 32 \
-                 random bytes (e.g. `openssl rand -base64 32`), the same on every ingestor \
-                 and worker of the deployment"
+                "WF_SECRET_KEY is not set (or its first key is the built-in development key): \
+                 webhook secrets are encrypted with the built-in development key, which is \
+                 public. Set WF_SECRET_KEY to the base64 of 32 random bytes (e.g. \
+                 `openssl rand -base64 32`), the same on every ingestor and worker of the \
+                 deployment"
+                    .to_owned(),
+            );
+        } else if self.secret_key.all().contains(&DEV_SECRET_KEY) {
+            out.push(
+                "WF_SECRET_KEY lists the built-in development key as an old key: values still \
+                 encrypted with it are readable by anyone with a copy of the database. Run \
+                 `wfctl rekey`, then remove it from WF_SECRET_KEY"
                     .to_owned(),
             );
         }
@@ -370,27 +379,6 @@ impl Config {
         }
         out
     }
-}
-
-/// Decodes `WF_SECRET_KEY`: standard base64 (padded or not) of exactly 32 bytes. The error
-/// text never contains the value or its bytes.
-fn parse_secret_key(v: &str) -> Result<[u8; 32], String> {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-    let v = v.trim();
-    let bytes = STANDARD
-        .decode(v)
-        .or_else(|_| STANDARD_NO_PAD.decode(v))
-        .map_err(|_| {
-            "not valid base64 (expected the base64 of 32 random bytes, e.g. \
-             `openssl rand -base64 32`)"
-                .to_owned()
-        })?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
-        format!(
-            "decodes to {} bytes, expected exactly 32 (e.g. `openssl rand -base64 32`)",
-            bytes.len()
-        )
-    })
 }
 
 /// Replaces the password in `scheme://user:password@host…` with `***`, so connection URLs
@@ -491,6 +479,7 @@ impl Var {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use std::collections::HashMap;
 
     fn cfg(role: Role, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -533,7 +522,7 @@ mod tests {
         );
         assert_eq!(c.delivery_timeout, Duration::from_secs(10));
         assert_eq!(c.worker_concurrency, 256);
-        assert_eq!(c.secret_key, DEV_SECRET_KEY);
+        assert_eq!(c.secret_key, SecretKeys::single(DEV_SECRET_KEY));
         assert!(c.secret_key_is_default);
         assert_eq!(c.queue_type, QueueType::Quorum);
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
@@ -717,12 +706,14 @@ mod tests {
         use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
         let key = [7u8; 32];
         let c = ok(&[("WF_SECRET_KEY", &STANDARD.encode(key))]);
-        assert_eq!(c.secret_key, key);
+        assert_eq!(c.secret_key.all(), &[key]);
         assert!(!c.secret_key_is_default);
         assert!(c.warnings().is_empty());
         assert_eq!(
-            ok(&[("WF_SECRET_KEY", &STANDARD_NO_PAD.encode(key))]).secret_key,
-            key
+            ok(&[("WF_SECRET_KEY", &STANDARD_NO_PAD.encode(key))])
+                .secret_key
+                .all(),
+            &[key]
         );
         // Explicitly configuring the public development key still counts as the default.
         assert!(ok(&[("WF_SECRET_KEY", &STANDARD.encode(DEV_SECRET_KEY))]).secret_key_is_default);
@@ -739,6 +730,45 @@ mod tests {
             }
         }
         assert!(bad("WF_SECRET_KEY", &short).reason.contains("16 bytes"));
+    }
+
+    #[test]
+    fn secret_key_lists() {
+        use base64::engine::general_purpose::STANDARD;
+        let (a, b) = (STANDARD.encode([1u8; 32]), STANDARD.encode([2u8; 32]));
+        let c = ok(&[("WF_SECRET_KEY", &format!("{b}, {a}"))]);
+        assert_eq!(c.secret_key.all(), &[[2u8; 32], [1u8; 32]]);
+        assert_eq!(c.secret_key.primary(), &[2u8; 32]);
+        assert!(!c.secret_key_is_default);
+        assert!(c.warnings().is_empty());
+
+        let short = STANDARD.encode([3u8; 16]);
+        for (v, reason) in [
+            (format!("{b},{short}"), "key 2 of 2: decodes to 16 bytes"),
+            (format!("{b},{a},"), "key 3 of 3: empty"),
+            (format!("{b},not base64!"), "key 2 of 2: not valid base64"),
+            (format!("{a},{b},{a}"), "keys 1 and 3 of 3 are the same key"),
+        ] {
+            let err = bad("WF_SECRET_KEY", &v);
+            assert_eq!(err.value, "<redacted>");
+            assert!(err.reason.starts_with(reason), "{err}");
+            let text = err.to_string();
+            for part in [&a, &b, &short] {
+                assert!(!text.contains(part.as_str()), "{text}");
+            }
+        }
+
+        // The development key first: new secrets are sealed with a public key.
+        let dev = STANDARD.encode(DEV_SECRET_KEY);
+        let c = ok(&[("WF_SECRET_KEY", &format!("{dev},{a}"))]);
+        assert!(c.secret_key_is_default);
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].contains("development key"), "{w:?}");
+        // The development key as an old key: sealing is safe, leftovers are not.
+        let c = ok(&[("WF_SECRET_KEY", &format!("{a},{dev}"))]);
+        assert!(!c.secret_key_is_default);
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].contains("wfctl rekey"), "{w:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod lifecycle;
 pub mod messages;
 pub mod requests;
+pub mod secret_keys;
 pub mod signing;
 pub mod time;
 pub mod url_policy;

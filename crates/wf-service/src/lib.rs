@@ -28,7 +28,7 @@ pub async fn connect(config: &Config, pool_size: usize) -> anyhow::Result<Backen
     wf_store::migrate(&config.database_url)
         .await
         .context("applying database migrations")?;
-    let store = Store::connect(&config.database_url, config.secret_key, pool_size)
+    let store = Store::connect(&config.database_url, config.secret_key.clone(), pool_size)
         .await
         .context("connecting to Postgres")?;
     let broker = Broker::connect(&config.amqp_url)

@@ -28,12 +28,14 @@ mod migrate;
 mod store;
 mod types;
 
+pub use crypto::key_id_hex;
 pub use error::StoreError;
 pub use feed::{listen_changes, ChangeEvent, ChangeFeed, CHANNEL};
 pub use migrate::migrate;
 pub use store::health::FAILING;
 pub use store::keys::API_KEY_PREFIX;
 pub use store::outbox::ParkedEvent;
+pub use store::rekey::{RekeyCounts, RekeyMode};
 pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{

@@ -11,6 +11,7 @@ use wf_store::Store;
 
 mod bench;
 mod dlq;
+mod rekey;
 
 /// jemalloc, as in the worker: `wfctl bench` runs its TLS receiver and load generator on
 /// the same cores as the system it measures, and under glibc malloc their allocations
@@ -42,6 +43,10 @@ enum Command {
     /// Dead deliveries: list them, or re-queue them once the endpoint has recovered.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Re-encrypt every webhook secret and custom header value with the first key of
+    /// WF_SECRET_KEY (in batches, resumable, safe beside live traffic); after it, the
+    /// other keys can be removed. `--check` only counts what still needs an old key.
+    Rekey(rekey::RekeyArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +113,10 @@ async fn main() -> anyhow::Result<()> {
             broker.close().await;
             res?;
         }
+        Command::Rekey(args) => {
+            let store = store(&config).await?;
+            rekey::run(&store, &config.secret_key, &args).await?;
+        }
         Command::Migrate => {
             wf_store::migrate(&config.database_url).await?;
             println!("migrations applied");
@@ -149,5 +158,5 @@ async fn main() -> anyhow::Result<()> {
 
 async fn store(config: &Config) -> anyhow::Result<Store> {
     wf_store::migrate(&config.database_url).await?;
-    Ok(Store::connect(&config.database_url, config.secret_key, 2).await?)
+    Ok(Store::connect(&config.database_url, config.secret_key.clone(), 2).await?)
 }

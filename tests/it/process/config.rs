@@ -50,6 +50,13 @@ async fn bad_config_is_a_startup_error_naming_the_variable() {
             "WF_SECRET_KEY",
             Some("s3cr3t"),
         ),
+        (
+            // A list during a rotation: the bad entry is named by its position.
+            "WF_SECRET_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,s3cr3t-not-a-key",
+            "key 2 of 2",
+            Some("s3cr3t"),
+        ),
     ];
     let runs = cases.iter().flat_map(|case| {
         [

@@ -8,5 +8,6 @@ mod bench;
 mod config;
 mod dlq;
 mod metrics;
+mod rekey;
 mod shutdown;
 pub mod support;

@@ -11,6 +11,8 @@ use deadpool_postgres::{
 use tokio_postgres::types::FromSql;
 use tokio_postgres::{NoTls, Row};
 
+use wf_core::secret_keys::SecretKeys;
+
 use crate::crypto::SecretBox;
 use crate::migrate::parse_config;
 use crate::StoreError;
@@ -20,6 +22,7 @@ mod events;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod outbox;
+pub(crate) mod rekey;
 pub(crate) mod replay;
 mod webhooks;
 
@@ -52,8 +55,10 @@ impl Store {
     /// Builds the pool and checks that the database answers, so a wrong URL or a down
     /// server is a start-up error rather than the first request's.
     ///
-    /// `secret_key` is `WF_SECRET_KEY`: every replica of a deployment must use the same
-    /// one, or workers cannot read the secrets the ingestor wrote. `pool_size` is the
+    /// `secret_keys` is `WF_SECRET_KEY` (one key, or several during a rotation: the first
+    /// seals, any opens): every replica of a deployment must be able to open what the
+    /// others seal, so during a rotation every process lists both keys before any seals
+    /// with the new one (README, "Rotating WF_SECRET_KEY"). `pool_size` is the
     /// maximum number of connections (at least 1).
     ///
     /// A caller waits at most 10 s for a free connection before getting a retryable
@@ -64,7 +69,7 @@ impl Store {
     /// [`StoreError::Pool`] when the database cannot be reached.
     pub async fn connect(
         database_url: &str,
-        secret_key: [u8; 32],
+        secret_keys: impl Into<SecretKeys>,
         pool_size: usize,
     ) -> Result<Store, StoreError> {
         let mut config = parse_config(database_url)?;
@@ -97,7 +102,7 @@ impl Store {
             .map_err(|e| StoreError::InvalidConfig(format!("connection pool: {e}")))?;
         let store = Store {
             pool,
-            secrets: Arc::new(SecretBox::new(secret_key)),
+            secrets: Arc::new(SecretBox::new(&secret_keys.into())),
         };
         store.ping().await?;
         Ok(store)

@@ -214,7 +214,7 @@ async fn secrets_are_encrypted_at_rest_and_need_the_right_key() {
         .windows(8)
         .any(|x| plain[6..].windows(8).any(|p| p == x)));
     assert!(!json.contains(&secret.expose()[6..]));
-    assert_eq!(sealed.len(), 12 + plain.len() + 16);
+    assert_eq!(sealed.len(), 6 + 12 + plain.len() + 16);
 
     let sub = s.subscription(&w.id).await.unwrap().unwrap();
     assert_eq!(sub.secret, secret);
