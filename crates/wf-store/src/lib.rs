@@ -34,6 +34,7 @@ pub use migrate::migrate;
 pub use store::health::FAILING;
 pub use store::keys::API_KEY_PREFIX;
 pub use store::outbox::ParkedEvent;
+pub use store::partitions::{last_expired_day, LogMaintenance, LogPartition, AHEAD_DAYS};
 pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{

@@ -20,6 +20,7 @@ mod events;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod outbox;
+pub(crate) mod partitions;
 pub(crate) mod replay;
 mod webhooks;
 
