@@ -114,12 +114,12 @@ CREATE TABLE event_payloads (
     PRIMARY KEY (org_id, event_id, created_at)
 ) PARTITION BY RANGE (created_at);
 
--- Every day that holds a row, up to a week ahead.
+-- Every day that holds a row, and yesterday, today and a week ahead.
 SELECT wf_log_partitions_ensure(
     (LEAST(
         (SELECT min(created_at) FROM deliveries_v5),
         (SELECT min(created_at) FROM event_payloads_v5),
-        now()) AT TIME ZONE 'UTC')::date,
+        now() - interval '1 day') AT TIME ZONE 'UTC')::date,
     (now() AT TIME ZONE 'UTC')::date + 7);
 
 INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, attempt_count,

@@ -255,7 +255,7 @@ impl Store {
 
     /// Runs one write of the delivery log. Should Postgres find no partition for a row
     /// (see the module docs: it should not happen), creates the days `times` fall on
-    /// and runs it once more.
+    /// (each, not the range between) and runs it once more.
     pub(crate) async fn write_log(
         &self,
         client: &deadpool_postgres::Object,
@@ -270,12 +270,16 @@ impl Store {
                 if !is_missing_partition(&e) {
                     return Err(e);
                 }
-                let days: Vec<NaiveDate> = times.map(day_of).collect();
-                let (Some(from), Some(to)) = (days.iter().min(), days.iter().max()) else {
+                let days: std::collections::BTreeSet<NaiveDate> = times.map(day_of).collect();
+                if days.is_empty() {
                     return Err(e);
-                };
-                tracing::warn!(%from, %to, "a delivery-log write found no partition for its day; creating it");
-                self.ensure_log_partitions(*from, *to).await?;
+                }
+                for day in days {
+                    let n = self.ensure_log_partitions(day, day).await?;
+                    if n > 0 {
+                        tracing::warn!(%day, "a delivery-log write found no partition for its day; created it");
+                    }
+                }
                 client.execute(stmt, params).await?;
                 Ok(())
             }
@@ -329,6 +333,8 @@ mod tests {
         );
         // Short retentions never reach yesterday or today.
         assert_eq!(last_expired_day(now, h(1)), day("2026-11-27"));
-        assert_eq!(last_expired_day(now, h(36)), day("2026-11-27"));
+        assert_eq!(last_expired_day(now, h(24)), day("2026-11-27"));
+        // 36 hours: the 27th ends after the cutoff (27th, 22:00), so it stays.
+        assert_eq!(last_expired_day(now, h(36)), day("2026-11-26"));
     }
 }
