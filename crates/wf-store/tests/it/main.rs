@@ -11,6 +11,7 @@ mod keys;
 mod lookups;
 mod migrations;
 mod outbox;
+mod partitions;
 mod replay;
 mod support;
 mod webhooks;
