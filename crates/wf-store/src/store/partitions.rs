@@ -181,7 +181,7 @@ impl Store {
             .collect();
         // Oldest day first; within a day, attempts and payloads before their deliveries.
         let rank = |t: &str| LOG_TABLES.iter().position(|x| *x == t).unwrap_or(0);
-        expired.sort_by(|a, b| (a.day, rank(&a.table)).cmp(&(b.day, rank(&b.table))));
+        expired.sort_by_key(|p| (p.day, rank(&p.table)));
         let mut dropped = Vec::new();
         let mut failed = 0;
         let mut client = self.conn().await?;
