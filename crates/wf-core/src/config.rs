@@ -120,7 +120,8 @@ pub struct Config {
     pub log: String,
     /// `WF_LOG_FORMAT`: text or JSON logs.
     pub log_format: LogFormat,
-    /// `WF_DELIVERY_LOG_RETENTION`: how long delivery-log rows are kept.
+    /// `WF_DELIVERY_LOG_RETENTION`: how long delivery-log rows are kept (the log is dropped
+    /// a whole UTC day at a time, once all of the day is older than this).
     pub delivery_log_retention: Duration,
     /// `WF_AUTO_DISABLE_AFTER`: a webhook with no `2xx` for this long, and at least
     /// [`AUTO_DISABLE_MIN_FAILURES`] failed attempts since its last one, is disabled with

@@ -256,6 +256,7 @@ mod tests {
             retry_base,
             held_since_ms: None,
             unavailable_since_ms: None,
+            logged_at_ms: None,
             body: "{}".into(),
         }
     }

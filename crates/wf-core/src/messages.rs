@@ -50,6 +50,12 @@ pub struct DeliveryJobV1 {
     /// on the wire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unavailable_since_ms: Option<i64>,
+    /// When the delivery was first logged (its fan-out), milliseconds since the epoch: the
+    /// delivery log's partition key, so every later record of this delivery goes to the
+    /// same day without looking for it. Optional on the wire (jobs queued before it
+    /// existed are looked up by id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_at_ms: Option<i64>,
     /// The payload, serialised once at fan-out: every attempt sends these exact bytes.
     /// Shared, never copied, between the deliveries of one event and their attempts.
     pub body: Arc<str>,
@@ -69,13 +75,20 @@ pub struct LoggedDelivery<'a> {
     pub body: &'a str,
     /// The highest attempt recorded so far (0 when none was).
     pub attempts: u32,
+    /// When the delivery was logged, milliseconds since the epoch.
+    pub logged_at_ms: i64,
 }
 
 impl DeliveryJob {
     /// The first attempt of `event`'s delivery to `webhook_id`, as fan-out makes it. The
     /// delivery id is derived from (org, event, webhook), so fanning an event out twice
-    /// yields the same ids.
-    pub fn first(event: &Event, webhook_id: &WebhookId, body: Arc<str>) -> DeliveryJob {
+    /// yields the same ids. `logged_at_ms` is the time fan-out logs the delivery with.
+    pub fn first(
+        event: &Event,
+        webhook_id: &WebhookId,
+        body: Arc<str>,
+        logged_at_ms: i64,
+    ) -> DeliveryJob {
         DeliveryJob::V1(DeliveryJobV1 {
             delivery_id: DeliveryId::derive(&event.org_id, &event.id, webhook_id),
             webhook_id: webhook_id.clone(),
@@ -87,6 +100,7 @@ impl DeliveryJob {
             retry_base: 0,
             held_since_ms: None,
             unavailable_since_ms: None,
+            logged_at_ms: Some(logged_at_ms),
             body,
         })
     }
@@ -105,6 +119,7 @@ impl DeliveryJob {
             retry_base: d.attempts,
             held_since_ms: None,
             unavailable_since_ms: None,
+            logged_at_ms: Some(d.logged_at_ms),
             body: Arc::from(d.body),
         })
     }
@@ -186,6 +201,7 @@ mod tests {
             retry_base: 0,
             held_since_ms: Some(5),
             unavailable_since_ms: Some(6),
+            logged_at_ms: Some(7),
             body: "{}".into(),
         });
         let bytes = job.encode();
@@ -197,6 +213,7 @@ mod tests {
         let old = br#"{"v":"1","deliveryId":"dlv_a","webhookId":"whk_a","orgId":"o","eventId":"e","event":"alert.created","eventTsMs":1,"attempt":2,"body":"{}"}"#;
         assert_eq!(DeliveryJob::decode(old).unwrap().v1().retry_base, 0);
         assert_eq!(DeliveryJob::decode(old).unwrap().v1().held_since_ms, None);
+        assert_eq!(DeliveryJob::decode(old).unwrap().v1().logged_at_ms, None);
         // A job that is not held back does not carry the field at all.
         let fresh = DeliveryJob::V1(DeliveryJobV1 {
             held_since_ms: None,
@@ -207,7 +224,12 @@ mod tests {
 
     #[test]
     fn holding_back_keeps_the_attempt_and_the_first_hold_time() {
-        let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into());
+        let job = DeliveryJob::first(
+            &event(),
+            &WebhookId::parse("whk_t").unwrap(),
+            "{}".into(),
+            42,
+        );
         let busy = job.held(1_000, false);
         let b = busy.v1();
         assert_eq!(
@@ -245,7 +267,7 @@ mod tests {
     fn first_attempt_of_a_fanned_out_delivery() {
         let ev = event();
         let webhook = WebhookId::parse("whk_t").unwrap();
-        let job = DeliveryJob::first(&ev, &webhook, "{}".into());
+        let job = DeliveryJob::first(&ev, &webhook, "{}".into(), 42);
         let j = job.v1();
         assert_eq!(
             j.delivery_id,
@@ -255,13 +277,19 @@ mod tests {
         assert_eq!(j.event_ts_ms, ev.timestamp.timestamp_millis());
         assert_eq!(j.org_id, ev.org_id);
         assert_eq!(j.event_id, ev.id);
+        assert_eq!(j.logged_at_ms, Some(42));
         // Fanning the same event out again gives the same job.
-        assert_eq!(DeliveryJob::first(&ev, &webhook, "{}".into()), job);
+        assert_eq!(DeliveryJob::first(&ev, &webhook, "{}".into(), 42), job);
     }
 
     #[test]
     fn next_attempt_counts_up_within_the_schedule() {
-        let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into());
+        let job = DeliveryJob::first(
+            &event(),
+            &WebhookId::parse("whk_t").unwrap(),
+            "{}".into(),
+            42,
+        );
         let second = job.next_attempt();
         assert_eq!((second.v1().attempt, second.v1().retry_base), (2, 0));
         assert_eq!(second.v1().retry_number(), 2);
@@ -273,9 +301,14 @@ mod tests {
 
     #[test]
     fn requeued_jobs_number_after_the_last_attempt_and_restart_the_schedule() {
-        let job = DeliveryJob::first(&event(), &WebhookId::parse("whk_t").unwrap(), "{}".into())
-            .next_attempt()
-            .next_attempt();
+        let job = DeliveryJob::first(
+            &event(),
+            &WebhookId::parse("whk_t").unwrap(),
+            "{}".into(),
+            42,
+        )
+        .next_attempt()
+        .next_attempt();
         // The log knows of more attempts than the message: count from the log.
         let r = job.requeued(5);
         assert_eq!(
@@ -286,6 +319,10 @@ mod tests {
         let r = job.requeued(1);
         assert_eq!((r.v1().attempt, r.v1().retry_base), (4, 3));
         assert_eq!(r.v1().delivery_id, job.v1().delivery_id);
+        // Every transition keeps the delivery's log time.
+        for next in [job.next_attempt(), job.requeued(1), job.held(1, true)] {
+            assert_eq!(next.v1().logged_at_ms, Some(42));
+        }
 
         let j = job.v1();
         let logged = LoggedDelivery {
@@ -297,6 +334,7 @@ mod tests {
             event_ts_ms: j.event_ts_ms,
             body: &j.body,
             attempts: 7,
+            logged_at_ms: 99,
         };
         let from_log = DeliveryJob::requeued_from_log(logged);
         let f = from_log.v1();
@@ -305,6 +343,7 @@ mod tests {
             (&f.delivery_id, &f.body, f.event_ts_ms),
             (&j.delivery_id, &j.body, j.event_ts_ms)
         );
+        assert_eq!(f.logged_at_ms, Some(99));
         // Never attempted (its first attempt was never recorded): attempt 1.
         let fresh = DeliveryJob::requeued_from_log(LoggedDelivery {
             attempts: 0,

@@ -31,6 +31,12 @@ pub async fn connect(config: &Config, pool_size: usize) -> anyhow::Result<Backen
     let store = Store::connect(&config.database_url, config.secret_key.clone(), pool_size)
         .await
         .context("connecting to Postgres")?;
+    // The delivery log's days around now exist before anything is served or consumed
+    // (the workers' maintenance keeps them ahead from then on).
+    store
+        .ensure_log_partitions_around(wf_core::time::now_ms())
+        .await
+        .context("creating the delivery log's partitions")?;
     let broker = Broker::connect(&config.amqp_url)
         .await
         .context("connecting to RabbitMQ")?;

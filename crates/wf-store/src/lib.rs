@@ -9,7 +9,9 @@
 //! - [`Store`]: a pooled handle with one method per query the services need, returning
 //!   plain records ([`Webhook`], [`Delivery`], …) with times truncated to milliseconds;
 //! - [`listen_changes`]: a [`ChangeFeed`] of which organisations' webhooks changed, for
-//!   the workers' subscription caches.
+//!   the workers' subscription caches;
+//! - the delivery log's daily partitions ([`Store::ensure_log_partitions`],
+//!   [`Store::try_maintain_log`]): created ahead of time, dropped whole by retention.
 //!
 //! Security properties kept here: API keys are stored only as SHA-256 hashes; webhook
 //! secrets are encrypted at rest with ChaCha20-Poly1305 under `WF_SECRET_KEY`; every
@@ -36,6 +38,7 @@ pub use store::health::FAILING;
 pub use store::keys::API_KEY_PREFIX;
 pub use store::outbox::ParkedEvent;
 pub use store::rekey::{RekeyCounts, RekeyMode};
+pub use store::partitions::{last_expired_day, LogMaintenance, LogPartition, AHEAD_DAYS};
 pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{

@@ -168,6 +168,8 @@ pub struct UnsentDead {
     /// Why: stored as the delivery's `last_error`.
     pub error: String,
     pub at: DateTime<Utc>,
+    /// As [`AttemptRecord::logged_at`].
+    pub logged_at: Option<DateTime<Utc>>,
 }
 
 /// Where a delivery stands.
@@ -248,6 +250,10 @@ pub struct AttemptRecord {
     pub response_snippet: Option<String>,
     /// The delivery's status after this attempt.
     pub new_status: DeliveryStatus,
+    /// When the delivery was first logged (its job's `logged_at_ms`): the partition key,
+    /// so the record goes straight to its delivery's day. `None` for a job that does not
+    /// carry it: the delivery is then looked up by id on every day kept.
+    pub logged_at: Option<DateTime<Utc>>,
 }
 
 /// A delivery with its attempts, as the management API shows it.

@@ -357,6 +357,7 @@ impl Deliverer {
                     Step::Dead { .. } => DeliveryStatus::Dead,
                     _ => DeliveryStatus::Failed,
                 },
+                logged_at: logged_at(j),
             })))
             .await;
         Ok(logged)
@@ -423,6 +424,7 @@ impl Deliverer {
                 attempts: h.attempt.saturating_sub(1),
                 error: why,
                 at: now,
+                logged_at: logged_at(h),
             })),
             (_, Origin::Fanout) => LogRecord::Delivery(NewDelivery {
                 id: h.delivery_id.clone(),
@@ -430,7 +432,7 @@ impl Deliverer {
                 webhook_id: h.webhook_id.clone(),
                 event_id: h.event_id.clone(),
                 event: h.event,
-                created_at: now,
+                created_at: logged_at(h).unwrap_or(now),
             }),
             (_, Origin::Queue) => return Ok(Logged::nothing()),
         };
@@ -546,4 +548,10 @@ pub(crate) fn delivery_span(j: &DeliveryJobV1) -> tracing::Span {
         webhook_id = %j.webhook_id,
         attempt = j.attempt,
     )
+}
+
+/// When `job`'s delivery was first logged: its delivery-log partition key.
+fn logged_at(job: &wf_core::messages::DeliveryJobV1) -> Option<chrono::DateTime<chrono::Utc>> {
+    job.logged_at_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
 }

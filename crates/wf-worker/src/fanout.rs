@@ -103,7 +103,8 @@ impl Fanout {
             .into();
         // The parsed data is not needed any more; the payload is.
         event.data = Default::default();
-        let now = chrono::Utc::now();
+        // The deliveries' log time (and partition key), which their jobs carry.
+        let now = wf_core::time::now_ms();
         // Logged first: the payload must exist for any later retry or replay. The log may
         // lag; the deliveries never wait for it, only the event's ack does.
         let mut logged = Vec::with_capacity(subs.len() + 1);
@@ -119,7 +120,7 @@ impl Fanout {
                 .await,
         );
         let mut fallback = Vec::new();
-        self.work_through(&event, &subs, &body, &mut logged, &mut fallback)
+        self.work_through(&event, &subs, &body, now, &mut logged, &mut fallback)
             .await;
         // A delivery whose outcome could not be made durable is queued on
         // `workflows.deliveries` instead; only if that fails too is the event nacked (and
@@ -155,6 +156,7 @@ impl Fanout {
         event: &Event,
         subs: &[Subscription],
         body: &Arc<str>,
+        logged_at: chrono::DateTime<chrono::Utc>,
         logged: &mut Vec<Logged>,
         fallback: &mut Vec<DeliveryJob>,
     ) {
@@ -170,7 +172,12 @@ impl Fanout {
         loop {
             while waiting.is_none() {
                 let Some(sub) = pending.next() else { break };
-                let job = DeliveryJob::first(event, &sub.webhook_id, body.clone());
+                let job = DeliveryJob::first(
+                    event,
+                    &sub.webhook_id,
+                    body.clone(),
+                    logged_at.timestamp_millis(),
+                );
                 match d.admit(sub, Origin::Fanout) {
                     Admitted::Send(url, permit) => running.push(Box::pin(async move {
                         let span = delivery_span(job.v1());

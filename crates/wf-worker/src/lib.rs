@@ -86,7 +86,7 @@ pub async fn run(
         publisher.clone(),
         internal.clone(),
     ));
-    tokio::spawn(prune_loop(
+    tokio::spawn(maintain_loop(
         store.clone(),
         config.delivery_log_retention,
         internal.clone(),
@@ -312,34 +312,36 @@ async fn count_fleet(broker: Broker, fleet: Fleet, stop: CancellationToken) {
     }
 }
 
-/// How often a worker tries to prune the delivery log (one worker at a time does it).
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often a worker tries to maintain the delivery log (one worker at a time does it).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
 
-/// Applies `WF_DELIVERY_LOG_RETENTION`: deletes old deliveries, attempts and payloads in
-/// small batches (no long locks), from one worker at a time (advisory lock).
-async fn prune_loop(store: Store, retention: Duration, stop: CancellationToken) {
-    let mut first = true;
+/// Keeps the delivery log's partitions: creates the days ahead and applies
+/// `WF_DELIVERY_LOG_RETENTION` by dropping whole days (deliveries, attempts and payloads),
+/// from one worker at a time (advisory lock). The first round runs at once: start-up has
+/// created the days ahead already, this one applies retention.
+async fn maintain_loop(store: Store, retention: Duration, stop: CancellationToken) {
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        warn!("WF_DELIVERY_LOG_RETENTION is out of range; the delivery log is not maintained");
+        return;
+    };
     loop {
-        let wait = if first {
-            Duration::from_secs(60)
-        } else {
-            PRUNE_EVERY
-        };
-        first = false;
+        match store.try_maintain_log(chrono::Utc::now(), retention).await {
+            Ok(Some(m)) => {
+                if m.created > 0 || !m.dropped.is_empty() || m.events_pruned > 0 {
+                    info!(
+                        created = m.created,
+                        dropped = ?m.dropped,
+                        idempotency_records_pruned = m.events_pruned,
+                        "maintained the delivery log"
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "maintaining the delivery log failed; will retry"),
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let Ok(retention) = chrono::Duration::from_std(retention) else {
-            return;
-        };
-        match store
-            .try_prune_all(chrono::Utc::now() - retention, 1_000)
-            .await
-        {
-            Ok(Some(n)) if n > 0 => info!(rows = n, "pruned the delivery log"),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "pruning the delivery log failed; will retry"),
+            _ = tokio::time::sleep(MAINTAIN_EVERY) => {}
         }
     }
 }

@@ -80,6 +80,7 @@ mod tests {
             retry_base: 0,
             held_since_ms: None,
             unavailable_since_ms: None,
+            logged_at_ms: None,
             body: "{}".into(),
         }
     }

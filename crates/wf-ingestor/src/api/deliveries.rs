@@ -481,9 +481,9 @@ pub async fn test_send(
     let body: Arc<str> = String::from_utf8(ev.payload())
         .map_err(|e| ApiError::internal("payload is not UTF-8", e))?
         .into();
-    let job = DeliveryJob::first(&ev, &webhook.id, body.clone());
+    let now = wf_core::time::now_ms();
+    let job = DeliveryJob::first(&ev, &webhook.id, body.clone(), now.timestamp_millis());
     let j = job.v1();
-    let now = chrono::Utc::now();
     // Logged before it is queued, so a worker's attempt always finds its payload and the
     // delivery is in the log (pending) even before the attempt.
     state

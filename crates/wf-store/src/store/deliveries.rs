@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
 
@@ -16,37 +17,78 @@ use crate::{
     NewDelivery, Page, StoreError, UnsentDead,
 };
 
+/// The partition key a record of delivery `id` is written with (SQL expression over the
+/// record's columns): the `created_at` of the delivery's existing row when there is one,
+/// else the time the delivery was first logged, moved into the record's own UTC day when
+/// it is older (the day it was logged in may be past retention and dropped: the row is
+/// then logged again as of today) and never later than the record itself.
+///
+/// The existing row is looked for from a day before `logged` (a redelivered event fanned
+/// out again gets a later `logged` than its first fan-out) up to the record's time, so on
+/// one or two days' partitions: the lookup is pruned to them. Without `logged` (a job
+/// that does not carry it) every day is looked at.
+macro_rules! resolve_key {
+    ($id:literal, $logged:literal, $at:literal) => {
+        concat!(
+            "COALESCE((SELECT x.created_at FROM deliveries x WHERE x.id = ",
+            $id,
+            " AND x.created_at >= COALESCE(",
+            $logged,
+            " - interval '1 day', '-infinity') AND x.created_at <= CASE WHEN ",
+            $logged,
+            " IS NULL THEN 'infinity' ELSE GREATEST(",
+            $logged,
+            ", ",
+            $at,
+            ") END ORDER BY x.created_at LIMIT 1), date_trunc('milliseconds', LEAST(GREATEST(COALESCE(",
+            $logged,
+            ", ",
+            $at,
+            "), date_trunc('day', ",
+            $at,
+            ", 'UTC')), ",
+            $at,
+            ")))"
+        )
+    };
+}
+
 /// [`Store::record_attempts`]'s statement.
 ///
 /// The health merge (`webhook_health`, one row per webhook; docs in migration V5): a
 /// batch's `2xx` newer than the start of the failing streak ends it (the failures after
 /// that `2xx` in the same batch start the next one); failures newer than the last `2xx`
 /// add to the streak; anything older (a batch that landed late) changes no count.
-const RECORD_ATTEMPTS_SQL: &str = "\
-WITH upserted AS (\
+const RECORD_ATTEMPTS_SQL: &str = concat!(
+    "WITH input AS (SELECT u.*, ",
+    resolve_key!("u.id", "u.logged", "u.at"),
+    " AS key \
+   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+   $6::text[], $7::int[], $8::text[], $9::timestamptz[], $19::timestamptz[]) \
+   AS u(id, org_id, webhook_id, event_id, event, status, attempt_count, last_error, at, \
+   logged)\
+), upserted AS (\
    INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
    attempt_count, last_error, created_at, updated_at) \
-   SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event, u.status, \
-   u.attempt_count, u.last_error, date_trunc('milliseconds', u.at), \
-   date_trunc('milliseconds', u.at) \
-   FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-   $6::text[], $7::int[], $8::text[], $9::timestamptz[]) \
-   AS u(id, org_id, webhook_id, event_id, event, status, attempt_count, last_error, at) \
-   ON CONFLICT (id) DO UPDATE SET \
+   SELECT i.id, i.org_id, i.webhook_id, i.event_id, i.event, i.status, \
+   i.attempt_count, i.last_error, i.key, date_trunc('milliseconds', i.at) \
+   FROM input i \
+   ON CONFLICT (id, created_at) DO UPDATE SET \
    status = EXCLUDED.status, attempt_count = EXCLUDED.attempt_count, \
    last_error = EXCLUDED.last_error, \
    updated_at = GREATEST(deliveries.updated_at, EXCLUDED.updated_at) \
    WHERE deliveries.attempt_count <= EXCLUDED.attempt_count \
    RETURNING 1\
 ), attempted AS (\
-   INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error, \
-   duration_ms, response_snippet) \
-   SELECT a.delivery_id, a.attempt, date_trunc('milliseconds', a.at), a.status_code, \
-   a.error, a.duration_ms, a.response_snippet \
+   INSERT INTO delivery_attempts (delivery_id, attempt, delivery_created_at, at, \
+   status_code, error, duration_ms, response_snippet) \
+   SELECT a.delivery_id, a.attempt, i.key, date_trunc('milliseconds', a.at), \
+   a.status_code, a.error, a.duration_ms, a.response_snippet \
    FROM UNNEST($10::text[], $11::int[], $12::timestamptz[], $13::int[], \
    $14::text[], $15::int[], $16::text[]) \
    AS a(delivery_id, attempt, at, status_code, error, duration_ms, response_snippet) \
-   ON CONFLICT (delivery_id, attempt) DO NOTHING \
+   JOIN input i ON i.id = a.delivery_id \
+   ON CONFLICT (delivery_id, attempt, delivery_created_at) DO NOTHING \
    RETURNING delivery_id, attempt\
 ), counted AS (\
    SELECT b.webhook_id, b.at, b.ok FROM attempted t \
@@ -78,7 +120,8 @@ failures = CASE \
    WHEN EXCLUDED.failing_since > COALESCE(GREATEST(h.last_success_at, EXCLUDED.last_success_at), '-infinity') \
    THEN h.failures + EXCLUDED.failures \
    ELSE h.failures END, \
-last_failure_at = GREATEST(h.last_failure_at, EXCLUDED.last_failure_at)";
+last_failure_at = GREATEST(h.last_failure_at, EXCLUDED.last_failure_at)"
+);
 
 /// Cap on stored error messages and response snippets: enough to debug, bounded so a
 /// chatty endpoint cannot bloat the log.
@@ -183,16 +226,17 @@ impl Store {
                 "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
                  attempt_count, created_at, updated_at) \
                  SELECT d.id, d.org_id, d.webhook_id, d.event_id, d.event, 'pending', 0, \
-                 date_trunc('milliseconds', d.created_at), date_trunc('milliseconds', d.created_at) \
+                 d.at, d.at FROM (SELECT u.*, date_trunc('milliseconds', u.created_at) AS at \
                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::timestamptz[]) AS d(id, org_id, webhook_id, event_id, event, created_at) \
-                 ON CONFLICT (id) DO NOTHING",
+                 $6::timestamptz[]) AS u(id, org_id, webhook_id, event_id, event, created_at)) d \
+                 WHERE NOT EXISTS (SELECT 1 FROM deliveries x WHERE x.id = d.id \
+                 AND x.created_at >= d.at - interval '1 day' AND x.created_at <= d.at) \
+                 ON CONFLICT (id, created_at) DO NOTHING",
             )
             .await?;
-        client
-            .execute(&stmt, &[&ids, &orgs, &webhooks, &events, &types, &created])
-            .await?;
-        Ok(())
+        let params: [&(dyn ToSql + Sync); 6] = [&ids, &orgs, &webhooks, &events, &types, &created];
+        self.write_log(&client, &stmt, &params, created.iter().copied())
+            .await
     }
 
     /// Records finished attempts and moves each delivery to the status its latest attempt
@@ -242,6 +286,7 @@ impl Store {
         let d_count: Vec<i32> = latest.values().map(|r| to_i32(r.attempt)).collect();
         let d_error: Vec<Option<String>> = latest.values().map(|r| last_error(r)).collect();
         let d_at: Vec<DateTime<Utc>> = latest.values().map(|r| r.at).collect();
+        let d_logged: Vec<Option<DateTime<Utc>>> = latest.values().map(|r| r.logged_at).collect();
 
         let a_ids: Vec<&str> = attempts.keys().map(|(id, _)| *id).collect();
         let a_num: Vec<i32> = attempts.values().map(|r| to_i32(r.attempt)).collect();
@@ -276,32 +321,29 @@ impl Store {
         // that were new (a redelivered batch counts nothing twice). Health rows are
         // upserted in webhook id order, so concurrent batches lock them in the same order.
         let stmt = client.prepare_cached(RECORD_ATTEMPTS_SQL).await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &d_ids,
-                    &d_orgs,
-                    &d_webhooks,
-                    &d_events,
-                    &d_types,
-                    &d_status,
-                    &d_count,
-                    &d_error,
-                    &d_at,
-                    &a_ids,
-                    &a_num,
-                    &a_at,
-                    &a_code,
-                    &a_error,
-                    &a_duration,
-                    &a_snippet,
-                    &a_webhook,
-                    &a_ok,
-                ],
-            )
-            .await?;
-        Ok(())
+        let params: [&(dyn ToSql + Sync); 19] = [
+            &d_ids,
+            &d_orgs,
+            &d_webhooks,
+            &d_events,
+            &d_types,
+            &d_status,
+            &d_count,
+            &d_error,
+            &d_at,
+            &a_ids,
+            &a_num,
+            &a_at,
+            &a_code,
+            &a_error,
+            &a_duration,
+            &a_snippet,
+            &a_webhook,
+            &a_ok,
+            &d_logged,
+        ];
+        let days = d_at.iter().chain(d_logged.iter().flatten()).copied();
+        self.write_log(&client, &stmt, &params, days).await
     }
 
     /// Marks deliveries `dead` that were given up without their next attempt being sent
@@ -329,32 +371,36 @@ impl Store {
             .map(|r| clean_text(&r.error, TEXT_CAP))
             .collect();
         let at: Vec<DateTime<Utc>> = latest.values().map(|r| r.at).collect();
+        let logged: Vec<Option<DateTime<Utc>>> = latest.values().map(|r| r.logged_at).collect();
         let client = self.conn().await?;
         let stmt = client
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "INSERT INTO deliveries (id, org_id, webhook_id, event_id, event, status, \
-                 attempt_count, last_error, created_at, updated_at) \
-                 SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event, 'dead', \
-                 u.attempt_count, u.last_error, date_trunc('milliseconds', u.at), \
-                 date_trunc('milliseconds', u.at) \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                 $6::int[], $7::text[], $8::timestamptz[]) \
-                 AS u(id, org_id, webhook_id, event_id, event, attempt_count, last_error, at) \
-                 ON CONFLICT (id) DO UPDATE SET status = 'dead', \
-                 last_error = EXCLUDED.last_error, \
-                 updated_at = GREATEST(deliveries.updated_at, EXCLUDED.updated_at) \
-                 WHERE deliveries.attempt_count <= EXCLUDED.attempt_count",
-            )
+                     attempt_count, last_error, created_at, updated_at) \
+                     SELECT u.id, u.org_id, u.webhook_id, u.event_id, u.event, 'dead', \
+                     u.attempt_count, u.last_error, ",
+                resolve_key!("u.id", "u.logged", "u.at"),
+                ", date_trunc('milliseconds', u.at) \
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                     $6::int[], $7::text[], $8::timestamptz[], $9::timestamptz[]) \
+                     AS u(id, org_id, webhook_id, event_id, event, attempt_count, last_error, at, \
+                     logged) \
+                     ON CONFLICT (id, created_at) DO UPDATE SET status = 'dead', \
+                     last_error = EXCLUDED.last_error, \
+                     updated_at = GREATEST(deliveries.updated_at, EXCLUDED.updated_at) \
+                     WHERE deliveries.attempt_count <= EXCLUDED.attempt_count"
+            ))
             .await?;
-        client
-            .execute(
-                &stmt,
-                &[
-                    &ids, &orgs, &webhooks, &events, &types, &counts, &errors, &at,
-                ],
-            )
-            .await?;
-        Ok(())
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &ids, &orgs, &webhooks, &events, &types, &counts, &errors, &at, &logged,
+        ];
+        self.write_log(
+            &client,
+            &stmt,
+            &params,
+            at.iter().chain(logged.iter().flatten()).copied(),
+        )
+        .await
     }
 
     /// The deliveries of one webhook of `org`, newest first, each with its attempts;
@@ -514,7 +560,8 @@ impl Store {
         let (event, first_at) = (first.event, first.created_at);
         let ts = client
             .prepare_cached(
-                "SELECT event_ts_ms FROM event_payloads WHERE org_id = $1 AND event_id = $2",
+                "SELECT event_ts_ms FROM event_payloads WHERE org_id = $1 AND event_id = $2 \
+                 ORDER BY created_at LIMIT 1",
             )
             .await?;
         let ts_ms: Option<i64> = match client
@@ -575,57 +622,34 @@ impl Store {
         if deliveries.is_empty() {
             return Ok(());
         }
+        // Attempts share their delivery's partition key: naming the keys confines the
+        // lookup to the days the deliveries are on.
         let ids: Vec<&str> = deliveries.iter().map(|d| d.id.as_str()).collect();
+        let keys: Vec<DateTime<Utc>> = deliveries.iter().map(|d| d.created_at).collect();
         let stmt = client
             .prepare_cached(
-                "SELECT delivery_id, attempt, at, status_code, error, duration_ms, response_snippet \
-                 FROM delivery_attempts WHERE delivery_id = ANY($1) ORDER BY delivery_id, attempt",
+                "SELECT delivery_id, delivery_created_at, attempt, at, status_code, error, \
+                 duration_ms, response_snippet FROM delivery_attempts \
+                 WHERE delivery_id = ANY($1) AND delivery_created_at = ANY($2) \
+                 ORDER BY delivery_id, attempt",
             )
             .await?;
-        let rows = client.query(&stmt, &[&ids]).await?;
-        let mut by_delivery: HashMap<String, Vec<Attempt>> = HashMap::new();
+        let rows = client.query(&stmt, &[&ids, &keys]).await?;
+        let mut by_delivery: HashMap<(String, DateTime<Utc>), Vec<Attempt>> = HashMap::new();
         for row in &rows {
             let id: String = col(row, "delivery_id")?;
+            let key: DateTime<Utc> = col(row, "delivery_created_at")?;
             by_delivery
-                .entry(id)
+                .entry((id, key))
                 .or_default()
                 .push(attempt_from_row(row)?);
         }
         for d in deliveries {
-            if let Some(a) = by_delivery.remove(d.id.as_str()) {
+            if let Some(a) = by_delivery.remove(&(d.id.as_str().to_owned(), d.created_at)) {
                 d.attempts = a;
             }
         }
         Ok(())
-    }
-
-    /// Deletes deliveries (and, by cascade, their attempts) last updated before
-    /// `older_than`: the retention policy. Works `batch` rows per statement and skips rows
-    /// a worker holds locked, so it never blocks delivery for long. Returns how many were
-    /// deleted.
-    ///
-    /// Deleting an old `pending` delivery is safe: a late attempt recreates the row.
-    ///
-    /// # Errors
-    /// [`StoreError::Pool`] / [`StoreError::Db`].
-    pub async fn prune_deliveries(
-        &self,
-        older_than: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64, StoreError> {
-        // One status at a time, oldest first: each batch is then an ordered range scan of
-        // the (status, updated_at) index that stops after `batch` rows, instead of a scan
-        // over everything not yet old enough. Rows are deleted by primary key.
-        const SQL: &str = "DELETE FROM deliveries WHERE id = ANY(ARRAY(\
-             SELECT id FROM deliveries WHERE status = $3 AND updated_at < $1 \
-             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
-        let mut total = 0;
-        for status in DeliveryStatus::ALL {
-            total += self
-                .delete_in_batches(SQL, older_than, batch, &[&status.as_str()])
-                .await?;
-        }
-        Ok(total)
     }
 }
 
@@ -658,7 +682,11 @@ fn find_deliveries_sql(f: &DeliveryFilter, cursor: bool) -> String {
     }
     if cursor {
         let (at, id) = (next(), next());
-        sql.push_str(&format!(" AND (created_at, id) < (${at}, ${id})"));
+        // The plain bound on the partition key lets the days after the cursor be pruned
+        // (the row comparison alone does not).
+        sql.push_str(&format!(
+            " AND created_at <= ${at} AND (created_at, id) < (${at}, ${id})"
+        ));
     }
     sql.push_str(" ORDER BY created_at DESC, id DESC LIMIT $3");
     sql
@@ -692,6 +720,7 @@ mod tests {
         .await
         .unwrap();
         let t = Utc::now();
+        let since = t - chrono::Duration::hours(2);
         let (w, o, status, event, id) = ("whk_7", "org_7", "failed", "alert.t7", "dlv_7");
         let limit: i64 = 21;
         let mut checked = 0;
@@ -713,7 +742,7 @@ mod tests {
                     params.push(&event);
                 }
                 if f.since.is_some() {
-                    params.push(&t);
+                    params.push(&since);
                 }
                 if f.until.is_some() {
                     params.push(&t);
@@ -724,13 +753,18 @@ mod tests {
                 }
                 // The most selective filter given is an index condition, not a filter
                 // applied to every row of the webhook.
-                let wanted: &[&str] = match (f.status.is_some(), f.event.is_some()) {
-                    (true, true) => &["status = ", "event = "],
-                    (true, false) => &["status = "],
-                    (false, true) => &["event = "],
-                    (false, false) => &["webhook_id = "],
+                let mut wanted: Vec<&str> = match (f.status.is_some(), f.event.is_some()) {
+                    (true, true) => vec!["status = ", "event = "],
+                    (true, false) => vec!["status = "],
+                    (false, true) => vec!["event = "],
+                    (false, false) => vec!["webhook_id = "],
                 };
-                assert_indexed(&c, &sql, &params, wanted).await;
+                // A closed time window (since, and until or a cursor) on the webhook's index
+                // is selective too, and the planner may prefer it.
+                if f.since.is_some() && (f.until.is_some() || cursor) {
+                    wanted.push("created_at >= ");
+                }
+                assert_indexed(&c, &sql, &params, &wanted).await;
                 checked += 1;
             }
         }

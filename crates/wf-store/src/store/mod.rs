@@ -23,6 +23,7 @@ pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod outbox;
 pub(crate) mod rekey;
+pub(crate) mod partitions;
 pub(crate) mod replay;
 mod webhooks;
 

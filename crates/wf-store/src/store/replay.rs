@@ -49,6 +49,8 @@ pub struct ReplayItem {
     pub body: Option<String>,
     pub event_ts_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// When the delivery was logged: its partition key, carried by the re-queued job.
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -66,12 +68,15 @@ impl ReplayItem {
             event_ts_ms: self.event_ts_ms?,
             body: self.body.as_deref()?,
             attempts: self.attempt_count,
+            logged_at_ms: self.created_at.timestamp_millis(),
         })
     }
 }
 
 impl Store {
-    /// Keeps payloads; a payload already stored for (org, event) is left as it is.
+    /// Keeps payloads; a payload already stored for (org, event) is left as it is (one
+    /// stored in the day before `created_at`: an event fanned out again after a
+    /// redelivery does not store its payload twice).
     ///
     /// # Errors
     /// [`StoreError::Pool`] / [`StoreError::Db`].
@@ -91,14 +96,20 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "INSERT INTO event_payloads (org_id, event_id, body, event_ts_ms, created_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], \
-                 $5::timestamptz[]) ON CONFLICT (org_id, event_id) DO NOTHING",
+                 SELECT p.org_id, p.event_id, p.body, p.ts, p.at FROM (SELECT u.*, \
+                 date_trunc('milliseconds', u.created_at) AS at FROM UNNEST($1::text[], \
+                 $2::text[], $3::text[], $4::bigint[], $5::timestamptz[]) \
+                 AS u(org_id, event_id, body, ts, created_at)) p \
+                 WHERE NOT EXISTS (SELECT 1 FROM event_payloads x WHERE x.org_id = p.org_id \
+                 AND x.event_id = p.event_id AND x.created_at >= p.at - interval '1 day' \
+                 AND x.created_at <= p.at) \
+                 ON CONFLICT (org_id, event_id, created_at) DO NOTHING",
             )
             .await?;
-        client
-            .execute(&stmt, &[&orgs, &events, &bodies, &ts, &created])
-            .await?;
-        Ok(())
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+            [&orgs, &events, &bodies, &ts, &created];
+        self.write_log(&client, &stmt, &params, created.iter().copied())
+            .await
     }
 
     /// Deliveries matching `filter`, ordered by id, with their payloads.
@@ -111,9 +122,10 @@ impl Store {
         let stmt = client
             .prepare_cached(
                 "SELECT d.id, d.org_id, d.webhook_id, d.event_id, d.event, d.status, \
-                 d.attempt_count, d.last_error, d.updated_at, p.body, p.event_ts_ms \
-                 FROM deliveries d LEFT JOIN event_payloads p \
-                 ON p.org_id = d.org_id AND p.event_id = d.event_id \
+                 d.attempt_count, d.last_error, d.created_at, d.updated_at, p.body, \
+                 p.event_ts_ms FROM deliveries d LEFT JOIN LATERAL (SELECT body, event_ts_ms \
+                 FROM event_payloads WHERE org_id = d.org_id AND event_id = d.event_id \
+                 ORDER BY created_at LIMIT 1) p ON true \
                  WHERE ($1::text IS NULL OR d.org_id = $1) \
                  AND ($2::text IS NULL OR d.webhook_id = $2) \
                  AND ($3::text IS NULL OR d.id = $3) \
@@ -155,6 +167,7 @@ impl Store {
                     body: col(row, "body")?,
                     event_ts_ms: col(row, "event_ts_ms")?,
                     last_error: col(row, "last_error")?,
+                    created_at: col(row, "created_at")?,
                     updated_at: col(row, "updated_at")?,
                 })
             })
@@ -180,62 +193,5 @@ impl Store {
             .await?;
         client.execute(&stmt, &[&ids]).await?;
         Ok(())
-    }
-
-    /// Deletes payloads of events fanned out before `older_than`, `batch` rows per
-    /// statement. Returns how many were deleted.
-    ///
-    /// # Errors
-    /// [`StoreError::Pool`] / [`StoreError::Db`].
-    pub async fn prune_payloads(
-        &self,
-        older_than: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<u64, StoreError> {
-        self.delete_in_batches(
-            "DELETE FROM event_payloads WHERE (org_id, event_id) IN (\
-             SELECT org_id, event_id FROM event_payloads WHERE created_at < $1 \
-             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            older_than,
-            batch,
-            &[],
-        )
-        .await
-    }
-
-    /// Runs `f` only if no other process holds the named advisory lock right now (so one
-    /// pruner runs across all workers). Returns `None` when another holds it.
-    ///
-    /// # Errors
-    /// [`StoreError::Pool`] / [`StoreError::Db`], or what `f` returns.
-    pub async fn try_prune_all(
-        &self,
-        older_than: DateTime<Utc>,
-        batch: i64,
-    ) -> Result<Option<u64>, StoreError> {
-        // A session lock on one pooled connection; the pruning runs on other connections.
-        const PRUNE_LOCK: i64 = 0x7766_5f70_7275_6e65; // "wf_prune"
-        let lock_conn = self.conn().await?;
-        let got: bool = lock_conn
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
-            .await?
-            .get(0);
-        if !got {
-            return Ok(None);
-        }
-        let result = async {
-            let mut n = self.prune_deliveries(older_than, batch).await?;
-            n += self.prune_payloads(older_than, batch).await?;
-            // Idempotency records matter for 24 h whatever the log retention is.
-            n += self
-                .prune_events(Utc::now() - chrono::Duration::hours(24), batch)
-                .await?;
-            Ok::<_, StoreError>(n)
-        }
-        .await;
-        let _ = lock_conn
-            .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
-            .await;
-        result.map(Some)
     }
 }

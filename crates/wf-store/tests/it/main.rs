@@ -12,6 +12,7 @@ mod lookups;
 mod migrations;
 mod outbox;
 mod rekey;
+mod partitions;
 mod replay;
 mod support;
 mod webhooks;

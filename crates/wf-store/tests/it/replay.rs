@@ -116,14 +116,14 @@ async fn replay_items_rebuild_jobs_and_pruning_applies_retention() {
         .unwrap();
     assert_eq!(still_dead.len(), 1);
 
-    // Retention of 7 days removes the old delivery, its attempts and its payload, and
-    // keeps the new one.
-    let pruned = s
-        .try_prune_all(Utc::now() - chrono::Duration::days(7), 1)
+    // Retention of 7 days drops the old delivery's day (its attempts and its payload
+    // with it), and keeps the new one.
+    let m = s
+        .try_maintain_log(Utc::now(), chrono::Duration::days(7))
         .await
         .unwrap()
-        .expect("no other pruner holds the lock");
-    assert!(pruned >= 2, "{pruned}");
+        .expect("no other maintainer holds the lock");
+    assert_eq!(m.dropped.len(), 3, "{m:?}");
     let sql = db.sql().await;
     let count = |q: &'static str| {
         let sql = &sql;

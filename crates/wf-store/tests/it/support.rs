@@ -85,5 +85,11 @@ pub fn attempt(
         duration_ms: 10 * n,
         response_snippet: code.map(|c| format!("status {c}\0")),
         new_status: status,
+        logged_at: Some(d.created_at),
     }
+}
+
+/// The `_pYYYYMMDD` suffix of the log partitions holding `t`'s day.
+pub fn partition_suffix(t: DateTime<Utc>) -> String {
+    format!("_p{}", t.format("%Y%m%d"))
 }
