@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod serve;
 
 use std::sync::Arc;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub store: Store,
     pub publisher: Publisher,
     pub config: Arc<Config>,
+    /// The per-API-key request budgets.
+    pub rate_limits: Arc<api::limits::RateLimits>,
 }
 
 /// Pool size for the ingestor's Postgres connections: one request holds one connection
@@ -57,10 +60,13 @@ pub async fn run(
         publisher.clone(),
         shutdown.clone(),
     ));
+    let rate_limits = Arc::new(api::limits::RateLimits::new(&config.api_limits));
+    let evict = tokio::spawn(rate_limits.clone().evict_idle(shutdown.clone()));
     let state = Arc::new(AppState {
         store: store.clone(),
         publisher,
         config: config.clone(),
+        rate_limits,
     });
 
     let ready: wf_telemetry::ReadinessCheck = {
@@ -86,14 +92,14 @@ pub async fn run(
 
     info!(addr = %listener.local_addr()?, "ingestor listening");
     let app = api::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    serve::serve(listener, app, config.api_limits, shutdown.clone())
         .await
         .context("serving the API")?;
     info!("ingestor drained, shutting down");
     shutdown.cancel();
     let _ = ops.await;
     let _ = relay.await;
+    let _ = evict.await;
     broker.close().await;
     Ok(())
 }
