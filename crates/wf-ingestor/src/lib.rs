@@ -11,7 +11,6 @@ mod serve;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -37,8 +36,8 @@ const DB_POOL_SIZE: usize = 16;
 /// `ops_listener`. In-flight requests finish before it returns.
 ///
 /// # Errors
-/// Start-up failures (Postgres or RabbitMQ unreachable, a migration or topology conflict)
-/// and listener I/O errors, with context naming what failed.
+/// Start-up failures (Postgres or RabbitMQ unreachable, a migration or topology conflict),
+/// with context naming what failed, and a listener without a local address.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -92,9 +91,7 @@ pub async fn run(
 
     info!(addr = %listener.local_addr()?, "ingestor listening");
     let app = api::router(state);
-    serve::serve(listener, app, config.api_limits, shutdown.clone())
-        .await
-        .context("serving the API")?;
+    serve::serve(listener, app, config.api_limits, shutdown.clone()).await;
     info!("ingestor drained, shutting down");
     shutdown.cancel();
     let _ = ops.await;

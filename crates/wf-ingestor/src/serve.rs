@@ -31,16 +31,14 @@ content-length: 90\r\n\
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting and
 /// waits for open connections to finish their requests (idle ones are closed at once).
-///
-/// # Errors
-/// None today: accept errors (the process out of file descriptors, a connection reset
-/// before it was accepted) are logged and the loop goes on.
+/// Accept errors (the process out of file descriptors, a connection reset before it was
+/// accepted) are logged and the loop goes on.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ApiLimits,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -84,7 +82,6 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
-    Ok(())
 }
 
 /// Answers `503` as far as the socket takes it without waiting, then closes: a client
