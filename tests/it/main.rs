@@ -11,6 +11,7 @@ mod dead_letters;
 mod deploy;
 mod finding;
 mod harness;
+mod hostile;
 mod invalid;
 mod log;
 mod metrics;

@@ -127,6 +127,9 @@ pub struct Config {
     /// [`AUTO_DISABLE_MIN_FAILURES`] failed attempts since its last one, is disabled with
     /// the reason `failing`.
     pub auto_disable_after: Duration,
+    /// `WF_HTTP_*` and `WF_API_RATE_LIMIT_*`: what the ingestor's API grants one client
+    /// (see [`ApiLimits`]).
+    pub api_limits: ApiLimits,
 }
 
 /// Failed attempts (since the last `2xx`) a webhook needs, besides failing for
@@ -156,6 +159,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("delivery_log_retention", &self.delivery_log_retention)
             .field("auto_disable_after", &self.auto_disable_after)
+            .field("api_limits", &self.api_limits)
             .finish()
     }
 }
@@ -340,6 +344,7 @@ impl Config {
             log_format,
             delivery_log_retention,
             auto_disable_after,
+            api_limits: ApiLimits::from_vars(&get)?,
         })
     }
 
@@ -474,6 +479,221 @@ impl Var {
     fn duration(&self, default: &str) -> Result<Duration, ConfigError> {
         parse_duration(self.value_or(default)?)
             .map_err(|_| self.error("expected a duration such as 500ms, 10s, 2m, 1h or 7d"))
+    }
+}
+
+// ---------------------------------------------------------------- API limits
+
+/// A per-API-key request budget: `per_second` requests a second on average, up to
+/// `burst` at once (`WF_API_RATE_LIMIT_*`, written `<per second>` or
+/// `<per second>,<burst>`; the burst defaults to twice the rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// What the ingestor's API grants one client, so that a slow, greedy or hostile client
+/// cannot take the service from the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// `WF_HTTP_HEADER_TIMEOUT`: time to receive a request's headers (also how long an
+    /// idle keep-alive connection is kept); then the connection is closed.
+    pub header_timeout: Duration,
+    /// `WF_HTTP_REQUEST_TIMEOUT`: time from the headers to the response, body read
+    /// included; then `408 request_timeout`.
+    pub request_timeout: Duration,
+    /// `WF_HTTP_MAX_CONNECTIONS`: open API connections; one more is answered `503` and
+    /// closed.
+    pub max_connections: u32,
+    /// `WF_API_RATE_LIMIT_EVENTS`: `POST /api/v1/events` per API key; `None` (`0`): off.
+    pub events_rate: Option<RateLimit>,
+    /// `WF_API_RATE_LIMIT_MANAGEMENT`: every other authenticated route, per API key, a
+    /// budget of its own; `None` (`0`): off.
+    pub management_rate: Option<RateLimit>,
+}
+
+/// Defaults of [`ApiLimits`], as the README's configuration table lists them.
+pub mod api_limit_defaults {
+    pub const HEADER_TIMEOUT: &str = "10s";
+    pub const REQUEST_TIMEOUT: &str = "30s";
+    pub const MAX_CONNECTIONS: u32 = 10_000;
+    pub const RATE_LIMIT_EVENTS: &str = "5000,10000";
+    pub const RATE_LIMIT_MANAGEMENT: &str = "100,200";
+}
+
+/// Largest accepted rate or burst: far beyond what one ingestor serves.
+const MAX_RATE: u32 = 1_000_000;
+
+impl ApiLimits {
+    fn from_vars(get: &impl Fn(&'static str) -> Var) -> Result<ApiLimits, ConfigError> {
+        use api_limit_defaults as d;
+        let positive = |name: &'static str, default: &str| {
+            let var = get(name);
+            let v = var.duration(default)?;
+            if v.is_zero() || v > Duration::from_secs(3600) {
+                return Err(var.error("must be positive and at most 1h"));
+            }
+            Ok(v)
+        };
+        let header_timeout = positive("WF_HTTP_HEADER_TIMEOUT", d::HEADER_TIMEOUT)?;
+        let request_timeout = positive("WF_HTTP_REQUEST_TIMEOUT", d::REQUEST_TIMEOUT)?;
+
+        let mc = get("WF_HTTP_MAX_CONNECTIONS");
+        let max_connections = match mc.value()? {
+            None => d::MAX_CONNECTIONS,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => return Err(mc.error("expected an integer from 1 to 1000000")),
+            },
+        };
+
+        let rate = |name: &'static str, default: &str| {
+            let var = get(name);
+            parse_rate_limit(var.value_or(default)?).map_err(|reason| var.error(reason))
+        };
+        Ok(ApiLimits {
+            header_timeout,
+            request_timeout,
+            max_connections,
+            events_rate: rate("WF_API_RATE_LIMIT_EVENTS", d::RATE_LIMIT_EVENTS)?,
+            management_rate: rate("WF_API_RATE_LIMIT_MANAGEMENT", d::RATE_LIMIT_MANAGEMENT)?,
+        })
+    }
+}
+
+/// `<per second>` or `<per second>,<burst>`; `0` is off.
+fn parse_rate_limit(v: &str) -> Result<Option<RateLimit>, String> {
+    const EXPECTED: &str = "expected requests per second and an optional burst, such as \
+                            `100` or `100,200` (at most 1000000 each), or `0` for no limit";
+    let number = |s: &str| s.trim().parse::<u32>().ok().filter(|n| *n <= MAX_RATE);
+    let (rate, burst) = match v.split_once(',') {
+        None => (number(v), None),
+        Some((r, b)) => (number(r), Some(number(b))),
+    };
+    match (rate, burst) {
+        (Some(0), None) => Ok(None),
+        (Some(per_second @ 1..), None) => Ok(Some(RateLimit {
+            per_second,
+            burst: per_second.saturating_mul(2).min(MAX_RATE),
+        })),
+        (Some(per_second @ 1..), Some(Some(burst))) if burst >= 1 => {
+            Ok(Some(RateLimit { per_second, burst }))
+        }
+        _ => Err(EXPECTED.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod api_limits_tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn limits(vars: &[(&str, &str)]) -> Result<ApiLimits, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(Role::Ingestor, move |k| map.get(k).cloned()).map(|c| c.api_limits)
+    }
+
+    fn bad(var: &'static str, value: &str) -> ConfigError {
+        let err = limits(&[(var, value)]).expect_err(&format!("{var}={value:?} accepted"));
+        assert_eq!(err.variable, var);
+        assert!(
+            err.to_string().starts_with(&format!("invalid {var}=`")),
+            "{err}"
+        );
+        err
+    }
+
+    #[test]
+    fn defaults() {
+        let l = limits(&[]).unwrap();
+        assert_eq!(l.header_timeout, Duration::from_secs(10));
+        assert_eq!(l.request_timeout, Duration::from_secs(30));
+        assert_eq!(l.max_connections, 10_000);
+        assert_eq!(
+            l.events_rate,
+            Some(RateLimit {
+                per_second: 5000,
+                burst: 10_000
+            })
+        );
+        assert_eq!(
+            l.management_rate,
+            Some(RateLimit {
+                per_second: 100,
+                burst: 200
+            })
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        let l = limits(&[
+            ("WF_HTTP_HEADER_TIMEOUT", "500ms"),
+            ("WF_HTTP_REQUEST_TIMEOUT", "2m"),
+        ])
+        .unwrap();
+        assert_eq!(l.header_timeout, Duration::from_millis(500));
+        assert_eq!(l.request_timeout, Duration::from_secs(120));
+        for var in ["WF_HTTP_HEADER_TIMEOUT", "WF_HTTP_REQUEST_TIMEOUT"] {
+            for v in ["0s", "10", "2h", "", "soon"] {
+                bad(var, v);
+            }
+        }
+    }
+
+    #[test]
+    fn max_connections() {
+        let n = |v| {
+            limits(&[("WF_HTTP_MAX_CONNECTIONS", v)])
+                .unwrap()
+                .max_connections
+        };
+        assert_eq!(n("1"), 1);
+        assert_eq!(n(" 1000000 "), 1_000_000);
+        for v in ["0", "1000001", "-1", "many", ""] {
+            bad("WF_HTTP_MAX_CONNECTIONS", v);
+        }
+    }
+
+    #[test]
+    fn rate_limits() {
+        let r = |v| {
+            limits(&[("WF_API_RATE_LIMIT_EVENTS", v)])
+                .unwrap()
+                .events_rate
+        };
+        assert_eq!(r("0"), None);
+        assert_eq!(
+            r("10"),
+            Some(RateLimit {
+                per_second: 10,
+                burst: 20
+            })
+        );
+        assert_eq!(
+            r(" 3 , 1 "),
+            Some(RateLimit {
+                per_second: 3,
+                burst: 1
+            })
+        );
+        let m = limits(&[("WF_API_RATE_LIMIT_MANAGEMENT", "0")]).unwrap();
+        assert_eq!(m.management_rate, None);
+        assert!(m.events_rate.is_some(), "the two budgets are separate");
+        for var in ["WF_API_RATE_LIMIT_EVENTS", "WF_API_RATE_LIMIT_MANAGEMENT"] {
+            for v in [
+                "", "-1", "1.5", "10,", "10,0", "0,5", "1,2,3", "2000000", "x",
+            ] {
+                let err = bad(var, v);
+                if !v.is_empty() {
+                    assert!(err.reason.contains("requests per second"), "{err}");
+                }
+            }
+        }
     }
 }
 

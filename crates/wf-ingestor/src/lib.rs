@@ -7,10 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod serve;
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,6 +23,8 @@ pub struct AppState {
     pub store: Store,
     pub publisher: Publisher,
     pub config: Arc<Config>,
+    /// The per-API-key request budgets.
+    pub rate_limits: Arc<api::limits::RateLimits>,
 }
 
 /// Pool size for the ingestor's Postgres connections: one request holds one connection
@@ -34,8 +36,8 @@ const DB_POOL_SIZE: usize = 16;
 /// `ops_listener`. In-flight requests finish before it returns.
 ///
 /// # Errors
-/// Start-up failures (Postgres or RabbitMQ unreachable, a migration or topology conflict)
-/// and listener I/O errors, with context naming what failed.
+/// Start-up failures (Postgres or RabbitMQ unreachable, a migration or topology conflict),
+/// with context naming what failed, and a listener without a local address.
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -57,10 +59,13 @@ pub async fn run(
         publisher.clone(),
         shutdown.clone(),
     ));
+    let rate_limits = Arc::new(api::limits::RateLimits::new(&config.api_limits));
+    let evict = tokio::spawn(rate_limits.clone().evict_idle(shutdown.clone()));
     let state = Arc::new(AppState {
         store: store.clone(),
         publisher,
         config: config.clone(),
+        rate_limits,
     });
 
     let ready: wf_telemetry::ReadinessCheck = {
@@ -86,14 +91,12 @@ pub async fn run(
 
     info!(addr = %listener.local_addr()?, "ingestor listening");
     let app = api::router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("serving the API")?;
+    serve::serve(listener, app, config.api_limits, shutdown.clone()).await;
     info!("ingestor drained, shutting down");
     shutdown.cancel();
     let _ = ops.await;
     let _ = relay.await;
+    let _ = evict.await;
     broker.close().await;
     Ok(())
 }

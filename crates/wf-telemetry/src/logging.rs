@@ -11,9 +11,12 @@ use wf_core::config::LogFormat;
 /// `OnceLock` so that a failed first attempt (bad filter) can be retried.
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 
-/// Log targets silenced whatever `WF_LOG` says: lapin logs the whole body of every
-/// returned (unroutable) message at WARN, and payloads must never reach the logs.
-const ALWAYS_OFF: &[&str] = &["lapin::returned_messages=off"];
+/// Log targets capped whatever `WF_LOG` says, because payloads and secrets must never
+/// reach the logs: lapin logs the whole body of every returned (unroutable) message at
+/// WARN, and tokio-postgres logs every statement's parameters at DEBUG (event payloads,
+/// subscribers' response bodies, encrypted secrets and header values, key hashes). Its
+/// INFO (server notices) stays.
+const ALWAYS_OFF: &[&str] = &["lapin::returned_messages=off", "tokio_postgres=info"];
 
 /// Installs the global tracing subscriber: `filter` is an `EnvFilter` directive string
 /// (`WF_LOG`, e.g. `info,wf_worker=debug`), output goes to stderr as text (ANSI colours only

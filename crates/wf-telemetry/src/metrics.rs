@@ -42,6 +42,8 @@ pub mod labels {
     pub const LIMIT_BOUNDS: [&str; 12] = [
         "1", "2", "4", "8", "16", "32", "64", "128", "256", "512", "1024", "+Inf",
     ];
+    /// `wf_http_rate_limited_total{budget}`: the API's two per-key budgets.
+    pub const RATE_BUDGETS: [&str; 2] = ["events", "management"];
     /// `wf_http_requests_total{route}` of a request that matched no route.
     pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -139,6 +141,18 @@ pub struct Metrics {
     /// `wf_worker_fleet_size`: workers consuming events, as this worker sees it; each
     /// takes this share of every webhook's `rateLimit`.
     pub worker_fleet_size: IntGauge,
+    /// `wf_http_connections_open`: API connections open now (at most
+    /// `WF_HTTP_MAX_CONNECTIONS`).
+    pub http_connections_open: IntGauge,
+    /// `wf_http_connections_refused_total`: API connections refused because
+    /// `WF_HTTP_MAX_CONNECTIONS` were open.
+    pub http_connections_refused: IntCounter,
+    /// `wf_http_header_timeouts_total`: API connections closed because a request's headers
+    /// did not arrive within `WF_HTTP_HEADER_TIMEOUT`.
+    pub http_header_timeouts: IntCounter,
+    /// `wf_http_rate_limited_total{budget}`: API requests answered `429` because their key
+    /// spent its `events` or `management` budget.
+    pub http_rate_limited: IntCounterVec,
 }
 
 /// Buckets for one HTTP attempt: reach past the 10 s default delivery timeout (the
@@ -431,7 +445,35 @@ impl Metrics {
                 "Workers consuming events as this worker last counted them; each sends its \
                  share (1/size) of every webhook's rateLimit.",
             ),
+            http_connections_open: gauge(
+                r,
+                "wf_http_connections_open",
+                "API connections open now (at most WF_HTTP_MAX_CONNECTIONS).",
+            ),
+            http_connections_refused: int_counter(
+                r,
+                "wf_http_connections_refused_total",
+                "API connections answered 503 and closed because WF_HTTP_MAX_CONNECTIONS \
+                 connections were open.",
+            ),
+            http_header_timeouts: int_counter(
+                r,
+                "wf_http_header_timeouts_total",
+                "API connections closed because a request's headers did not arrive within \
+                 WF_HTTP_HEADER_TIMEOUT (slow clients, idle keep-alive connections).",
+            ),
+            http_rate_limited: counter_vec(
+                r,
+                "wf_http_rate_limited_total",
+                "API requests answered 429 because their API key spent its budget: events \
+                 (POST /api/v1/events, WF_API_RATE_LIMIT_EVENTS) or management (every other \
+                 route, WF_API_RATE_LIMIT_MANAGEMENT).",
+                &["budget"],
+            ),
         };
+        for budget in labels::RATE_BUDGETS {
+            m.http_rate_limited.with_label_values(&[budget]);
+        }
         for reason in wf_core::lifecycle::HoldReason::ALL {
             m.deliveries_deferred.with_label_values(&[reason.as_str()]);
             m.deliveries_republished

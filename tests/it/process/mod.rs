@@ -1,7 +1,8 @@
 //! The real binaries (`wf-ingestor`, `wf-worker`, `wfctl`) as child processes, configured
 //! black-box with nothing but `PATH` and `WF_*` variables: a real SIGTERM mid-load,
 //! `/metrics` of fresh processes after real deliveries, start-up errors for bad
-//! configuration, readiness when RabbitMQ goes away, `wfctl dlq` and `wfctl bench`.
+//! configuration, readiness when RabbitMQ goes away, `wfctl dlq` and `wfctl bench`, and
+//! secrets kept out of debug logs and metrics.
 
 mod backpressure;
 mod bench;
@@ -9,5 +10,6 @@ mod config;
 mod dlq;
 mod metrics;
 mod rekey;
+mod secrets;
 mod shutdown;
 pub mod support;

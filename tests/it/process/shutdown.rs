@@ -1,6 +1,7 @@
 //! Shutdown and crashes of the real worker: a SIGTERM mid-load, deliveries slower than the
 //! grace period, a SIGKILL while the delivery log is stalled. Nothing is lost; what was in
-//! flight is delivered again, with the same delivery ids.
+//! flight is delivered again, with the same delivery ids. And the ingestor's drain: a
+//! request in flight at SIGTERM is answered.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -202,4 +203,44 @@ async fn sigterm_hands_back_deliveries_slower_than_the_grace() {
     );
     worker.stop(d.grace() + EXIT_MARGIN).await;
     ingestor.stop(d.grace() + EXIT_MARGIN).await;
+}
+
+/// SIGTERM to an ingestor in the middle of a request: it stops accepting connections at
+/// once, yet the request in flight (its body still arriving) is answered, and the process
+/// exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_ingestors_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let d = Deployment::new(&[("WF_SHUTDOWN_GRACE", "20s")]).await;
+    let mut ingestor = d.start(INGESTOR).await;
+    let key = d.api_key().await;
+    let body = json!({"name": "drained", "url": d.receiver.url("/drain"), "events": ["alert.*"]})
+        .to_string();
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(ingestor.api).await.unwrap();
+    let head = format!(
+        "POST /api/v1/webhooks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+
+    ingestor.sigterm();
+    let api = ingestor.api;
+    eventually(
+        "the ingestor refuses new connections",
+        Duration::from_secs(30),
+        || async move { tokio::net::TcpStream::connect(api).await.is_err() },
+    )
+    .await;
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert!(answer.contains("\"drained\""), "{answer}");
+
+    let (status, _) = ingestor.wait_exit(d.grace() + EXIT_MARGIN).await;
+    assert_eq!(status.code(), Some(0), "{status}");
 }

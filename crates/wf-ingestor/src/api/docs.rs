@@ -37,8 +37,9 @@ pub struct ApiDoc;
 /// The name of the security scheme in the document.
 pub const BEARER: &str = "bearer";
 
-/// Adds the Bearer scheme, and to every operation that requires it the responses all
-/// authenticated routes share: `401` (with `WWW-Authenticate`), `500` and `503`.
+/// Adds the Bearer scheme; to every operation that requires it the responses all
+/// authenticated routes share: `401` (with `WWW-Authenticate`), `429` (with
+/// `Retry-After`), `500` and `503`; and to every operation the limits' `408` and `413`.
 pub fn finish(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -65,6 +66,7 @@ pub fn finish(doc: &mut OpenApi) {
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 add_shared_responses(op);
             }
+            add_limit_responses(op);
         }
     }
 }
@@ -91,12 +93,45 @@ fn add_shared_responses(op: &mut Operation) {
             .build(),
         )
     });
+    responses.entry("429".into()).or_insert_with(|| {
+        RefOr::T(
+            error_response(
+                "`rate_limited`: this API key spent its budget (`POST /events` has one, every \
+                 other route shares another); `Retry-After` says in how many seconds to \
+                 try again",
+            )
+            .header("Retry-After", Header::new(Object::with_type(Type::Integer)))
+            .build(),
+        )
+    });
     responses.entry("500".into()).or_insert_with(|| {
         RefOr::T(error_response("`internal_error`: a failure of ours, logged").build())
     });
     responses.entry("503".into()).or_insert_with(|| {
         RefOr::T(
             error_response("`service_unavailable`: Postgres or RabbitMQ unavailable; try again")
+                .build(),
+        )
+    });
+}
+
+/// The responses of the limits every route has: `408` (no response within
+/// `WF_HTTP_REQUEST_TIMEOUT`) and `413` (a `Content-Length` over 1 MiB; routes that read
+/// a body say so themselves, with their own description).
+fn add_limit_responses(op: &mut Operation) {
+    let responses = &mut op.responses.responses;
+    responses.entry("408".into()).or_insert_with(|| {
+        RefOr::T(
+            error_response(
+                "`request_timeout`: the request (body included) took longer than the \
+                 server's request timeout",
+            )
+            .build(),
+        )
+    });
+    responses.entry("413".into()).or_insert_with(|| {
+        RefOr::T(
+            error_response("`payload_too_large`: a body over 1 MiB (this route takes none)")
                 .build(),
         )
     });

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<&'static str>,
+    /// Seconds for a `Retry-After` header (`429`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -49,6 +52,29 @@ impl ApiError {
 
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// `413 payload_too_large`: a body over [`super::MAX_BODY_BYTES`].
+    pub fn payload_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
+        )
+    }
+
+    /// `429 rate_limited`: the key spent `budget`; try again in `retry_after` seconds.
+    pub fn rate_limited(budget: super::limits::Budget, retry_after: u64) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this API key sent too many {} requests; try again in {retry_after}s",
+                budget.as_str()
+            ),
+        );
+        e.retry_after = Some(retry_after);
+        e
     }
 
     /// `500`/`503` for failures of our own dependencies; the cause is logged, not shown.
@@ -79,6 +105,7 @@ impl From<RequestError> for ApiError {
             code: e.code,
             message: e.message,
             field: e.field,
+            retry_after: None,
         }
     }
 }
@@ -108,6 +135,10 @@ impl IntoResponse for ApiError {
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }

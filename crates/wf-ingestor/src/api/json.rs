@@ -42,11 +42,7 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonObject {
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, state).await.map_err(|rej| {
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body exceeds {} bytes", super::MAX_BODY_BYTES),
-            )
+            ApiError::payload_too_large()
         } else {
             ApiError::new(rej.status(), "invalid_body", rej.body_text())
         }

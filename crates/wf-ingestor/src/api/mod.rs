@@ -15,6 +15,7 @@ mod event_types;
 mod events;
 mod extract;
 mod json;
+pub mod limits;
 pub mod schema;
 mod webhooks;
 
@@ -82,6 +83,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (api, _) = routes().split_for_parts();
     api.fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limits::refuse_oversized))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.api_limits.request_timeout,
+            limits::request_timeout,
+        ))
         .layer(axum::middleware::from_fn(wf_telemetry::track_http_requests))
         .with_state(state)
 }

@@ -301,6 +301,10 @@ async fn bench(
         let mut vars = common.clone();
         vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
         vars.push(("WF_HTTP_ADDR".into(), http.to_string()));
+        // The load (webhooks, then events) comes from one API key, as fast as the ingestor
+        // takes it: no budgets.
+        vars.push(("WF_API_RATE_LIMIT_EVENTS".into(), "0".to_owned()));
+        vars.push(("WF_API_RATE_LIMIT_MANAGEMENT".into(), "0".to_owned()));
         let service = Service::start(
             "wf-ingestor",
             bin,
