@@ -8,11 +8,6 @@
 //! same vhost → figures → SIGTERM the services → delete vhost and database.
 
 mod ceiling;
-mod http;
-mod isolation;
-mod load;
-mod procs;
-mod receiver;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,9 +23,10 @@ use wf_core::config::Config;
 use wf_core::ids::OrgId;
 use wf_store::{NewWebhook, Store};
 
-use load::{EventFactory, LoadReport, EVENT_TYPE};
-use procs::{CpuSample, Service};
-use receiver::Receiver;
+use crate::harness::load::{self, EventFactory, LoadReport, EVENT_TYPE};
+use crate::harness::procs::{self, CpuSample, Service};
+use crate::harness::receiver::{self, Receiver};
+use crate::harness::{http, isolation};
 
 /// Options of `wfctl bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -139,7 +135,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
             eprintln!("bench: {note}");
         }
     }
-    let name = isolation::bench_name();
+    let name = isolation::run_name("wf_bench");
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut env = Env {
@@ -223,7 +219,7 @@ async fn bench(
     rand::rng().fill_bytes(&mut secret_key);
 
     // 2. Receiver.
-    let receiver = Receiver::start(&env.dir).await?;
+    let receiver = Receiver::start(&env.dir, false).await?;
     let cert_path = receiver.cert_path.display().to_string();
     let receiver = env.receiver.insert(receiver);
 
@@ -571,12 +567,11 @@ impl Sender {
         match (self.via, self.api) {
             (Via::Http, Some(api)) => {
                 load::publish_http(
-                    api,
+                    &[api],
                     self.token.clone(),
                     self.factory.clone(),
                     first_seq,
-                    n,
-                    rate,
+                    &load::Plan::fixed(n, rate),
                 )
                 .await
             }
@@ -586,8 +581,7 @@ impl Sender {
                     &self.publisher,
                     Arc::from(wf_broker::names::EVENTS_EXCHANGE),
                     Arc::from(EVENT_TYPE),
-                    n,
-                    rate,
+                    &load::Plan::fixed(n, rate),
                     move |i| factory.amqp_body(first_seq + i),
                 )
                 .await

@@ -1,11 +1,13 @@
 //! The subscriber side of the benchmark: an HTTPS server on loopback (fresh rcgen
 //! certificate with an IP SAN for 127.0.0.1, HTTP/1.1 keep-alive) that verifies every
 //! `X-WorkFlows-Signature`, counts distinct `X-WorkFlows-Delivery` ids and records the
-//! event-to-delivery latency of each first delivery.
+//! event-to-delivery latency of each first delivery. For `wfctl chaos` it can also
+//! misbehave on purpose ([`Faults`]): a random share of requests answered 500, left
+//! unanswered past the workers' timeout, or cut with a TCP reset; only a request answered
+//! 200 counts as a delivery.
 //! Not wf-testkit's receiver: that is a test-only crate; this ships in wfctl, built for load.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -33,8 +35,64 @@ pub struct Receiver {
     stop: CancellationToken,
 }
 
+/// How a misbehaving receiver answers: each request independently, by these shares (the
+/// rest, 200).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Share of requests answered 500.
+    pub error: f64,
+    /// Share of requests held for [`Faults::hang`], then answered 500 (the worker has
+    /// given up by then: a timeout).
+    pub timeout: f64,
+    /// Share of requests whose connection is reset (RST) instead of answered.
+    pub reset: f64,
+    /// How long a timed-out request is held.
+    pub hang: std::time::Duration,
+}
+
+/// What [`Faults`] did to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Error,
+    Timeout,
+    Reset,
+}
+
+impl Faults {
+    /// The fault for a request drawn `roll` (uniform in [0, 1)), if any.
+    fn pick(&self, roll: f64) -> Option<Fault> {
+        if roll < self.error {
+            Some(Fault::Error)
+        } else if roll < self.error + self.timeout {
+            Some(Fault::Timeout)
+        } else if roll < self.error + self.timeout + self.reset {
+            Some(Fault::Reset)
+        } else {
+            None
+        }
+    }
+}
+
+/// The error that makes hyper drop a connection without answering (a reset, since
+/// connections of a receiver that may fault linger 0).
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset on purpose")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
 #[derive(Default)]
 struct State {
+    /// Connections close with a reset (SO_LINGER 0), so that a [`Fault::Reset`] is one.
+    may_fault: bool,
+    faults: RwLock<Option<Faults>>,
+    /// Requests answered with a fault: 500, timeout, reset.
+    faulted: [AtomicU64; 3],
     /// The whole `whsec_…` string of webhook `i`, as bytes (the HMAC key).
     secrets: RwLock<Vec<Vec<u8>>>,
     counts: Mutex<Counts>,
@@ -69,11 +127,15 @@ pub struct Snapshot {
     pub malformed: u64,
     pub requests: u64,
     pub last_new: Option<Instant>,
+    /// Requests answered 500, held past the timeout, and reset, on purpose.
+    pub faulted: [u64; 3],
 }
 
 impl Receiver {
     /// Binds 127.0.0.1:0 and serves until [`Receiver::stop`] (or the process ends).
-    pub async fn start(dir: &Path) -> anyhow::Result<Receiver> {
+    /// `may_fault`: [`Receiver::set_faults`] will be used (connections then close with a
+    /// reset).
+    pub async fn start(dir: &Path, may_fault: bool) -> anyhow::Result<Receiver> {
         let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])
             .context("generating the receiver's certificate")?;
         let cert_path = dir.join("receiver-cert.pem");
@@ -91,7 +153,10 @@ impl Receiver {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
-        let state = Arc::new(State::default());
+        let state = Arc::new(State {
+            may_fault,
+            ..State::default()
+        });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, acceptor, state.clone(), stop.clone()));
         Ok(Receiver {
@@ -117,6 +182,21 @@ impl Receiver {
             secrets.into_iter().map(String::into_bytes).collect();
     }
 
+    /// Misbehaves from now on as `faults` says (`None`: answers 200 again).
+    pub fn set_faults(&self, faults: Option<Faults>) {
+        *self
+            .state
+            .faults
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// How many of `ids` were delivered (answered 200 at least once).
+    pub fn count_delivered<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> u64 {
+        let c = self.state.lock_counts();
+        ids.into_iter().filter(|id| c.seen.contains(*id)).count() as u64
+    }
+
     /// Starts a new measurement: counts, latencies and failures back to zero (the set of
     /// ids seen so far is kept, see [`Counts::seen`]).
     pub fn reset(&self) {
@@ -140,6 +220,11 @@ impl Receiver {
             malformed: self.state.malformed.load(Ordering::Relaxed),
             requests: self.state.requests.load(Ordering::Relaxed),
             last_new: c.last_new,
+            faulted: self
+                .state
+                .faulted
+                .each_ref()
+                .map(|n| n.load(Ordering::Relaxed)),
         }
     }
 
@@ -174,6 +259,9 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
+        if state.may_fault {
+            let _ = tcp.set_zero_linger();
+        }
         let acceptor = acceptor.clone();
         let state = state.clone();
         let stop = stop.clone();
@@ -183,7 +271,7 @@ async fn accept_loop(
             };
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { handle(&state, req).await }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -215,7 +303,10 @@ fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ResetConnection> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let index = req
         .uri()
@@ -232,13 +323,27 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let delivery = header("x-workflows-delivery");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply(StatusCode::BAD_REQUEST),
+        Err(_) => return Ok(reply(StatusCode::BAD_REQUEST)),
     };
     let received = now_micros();
+    let faults = *state.faults.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(faults) = faults {
+        if let Some(fault) = faults.pick(rand::random::<f64>()) {
+            state.faulted[fault as usize].fetch_add(1, Ordering::Relaxed);
+            return match fault {
+                Fault::Error => Ok(reply(StatusCode::INTERNAL_SERVER_ERROR)),
+                Fault::Timeout => {
+                    tokio::time::sleep(faults.hang).await;
+                    Ok(reply(StatusCode::INTERNAL_SERVER_ERROR))
+                }
+                Fault::Reset => Err(ResetConnection),
+            };
+        }
+    }
 
     let (Some(index), Some(delivery)) = (index, delivery) else {
         state.malformed.fetch_add(1, Ordering::Relaxed);
-        return reply(StatusCode::NOT_FOUND);
+        return Ok(reply(StatusCode::NOT_FOUND));
     };
     let verified = {
         let secrets = state.secrets.read().unwrap_or_else(PoisonError::into_inner);
@@ -275,7 +380,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         c.duplicates += 1;
     }
     drop(c);
-    reply(StatusCode::OK)
+    Ok(reply(StatusCode::OK))
 }
 
 /// `sha256=<hex>` of the body under the whole secret string, as the docs' snippets check.
@@ -304,7 +409,22 @@ fn reply(status: StatusCode) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::verify;
+    use super::{verify, Fault, Faults};
+
+    #[test]
+    fn faults_by_share() {
+        let f = Faults {
+            error: 0.25,
+            timeout: 0.25,
+            reset: 0.25,
+            hang: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(f.pick(0.0), Some(Fault::Error));
+        assert_eq!(f.pick(0.3), Some(Fault::Timeout));
+        assert_eq!(f.pick(0.6), Some(Fault::Reset));
+        assert_eq!(f.pick(0.8), None);
+        assert_eq!(Faults::default().pick(0.0), None);
+    }
 
     #[test]
     fn verifies_like_the_docs() {
