@@ -642,8 +642,9 @@ async fn run_scenario(
     let sources = if apis.is_empty() { 1 } else { 2 };
     let per_source = sizes.events.div_ceil(sources);
     let rate = sizes.rate / sources as f64;
+    // Open-ended until the fault is over (see below).
     let plan = || Plan {
-        limit: Arc::new(std::sync::atomic::AtomicU64::new(per_source)),
+        limit: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         rate,
         persist: Some(PUBLISH_PATIENCE),
         confirmed: Arc::new(std::sync::atomic::AtomicU64::new(0)),
@@ -696,11 +697,12 @@ async fn run_scenario(
         scenario.name(),
         fault_end.duration_since(fault_start).as_secs_f64()
     );
-    // The stream goes on for a while after the fault, at its rate.
+    // The stream goes on for a while after the fault, at its rate, and is at least
+    // `--events` long.
     let extra = (rate * sizes.after.as_secs_f64()).ceil() as u64;
     for p in &plans {
         let now = p.confirmed.load(Ordering::Relaxed);
-        p.limit.fetch_max(now + extra, Ordering::Relaxed);
+        p.limit.store((now + extra).max(per_source), Ordering::Relaxed);
     }
 
     // 7. After: the stream ends, then everything owed is delivered or dead.
@@ -951,4 +953,49 @@ async fn inject(scenario: Scenario, sizes: Sizes, lab: &mut Lab) -> anyhow::Resu
         }
     }
     Ok(notes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn scenario_names_are_their_flags() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_str(s.name(), false), Ok(s));
+        }
+        assert_eq!(Scenario::from_str("a", false), Ok(Scenario::WorkerKill));
+        assert_eq!(Scenario::from_str("e", false), Ok(Scenario::ClusterFailover));
+        assert!(Scenario::from_str("everything", false).is_err());
+    }
+
+    #[test]
+    fn loss_is_what_was_owed_and_neither_delivered_nor_dead() {
+        let mut a = Account {
+            webhooks: 2,
+            sent_amqp: 600,
+            sent_http: 400,
+            delivered: 1990,
+            dead: 10,
+            ..Account::default()
+        };
+        assert_eq!(a.expected(), 2000);
+        assert_eq!(a.lost(), 0);
+        a.dead = 7;
+        assert_eq!(a.lost(), 3);
+        // A publish that failed for good cannot be accounted for.
+        a.dead = 10;
+        a.publish_failures = 1;
+        assert_eq!(a.lost(), 1);
+    }
+
+    #[test]
+    fn rates() {
+        let t0 = Instant::now();
+        let r = Rate::between(100, t0, 300, t0 + Duration::from_secs(2));
+        assert_eq!(r.per_sec(), "100");
+        assert_eq!(r.show(), "100.0/s (200 deliveries in 2.0 s)");
+        assert_eq!(Rate::between(5, t0, 5, t0).show(), "n/a");
+    }
 }

@@ -173,14 +173,7 @@ impl RabbitNode {
         let out = self
             .ctl(&["-q", "list_connections", "--no-table-headers", "node"])
             .await?;
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        for node in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            match counts.iter_mut().find(|(n, _)| n == node) {
-                Some((_, c)) => *c += 1,
-                None => counts.push((node.to_owned(), 1)),
-            }
-        }
-        Ok(counts)
+        Ok(count_by_node(&out))
     }
 
     /// A clean stop (`rabbitmqctl stop`), waiting for the process to exit.
@@ -247,6 +240,19 @@ impl Drop for RabbitNode {
     }
 }
 
+/// `rabbitmqctl list_connections node` output (one node name per connection) counted per
+/// node, in order of first appearance.
+fn count_by_node(out: &str) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for node in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match counts.iter_mut().find(|(n, _)| n == node) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((node.to_owned(), 1)),
+        }
+    }
+    counts
+}
+
 /// Starts `n` private nodes named `<prefix>_<i>` and, for more than one, clusters them
 /// (each joins the first).
 pub async fn start_cluster(root: &Path, prefix: &str, n: usize) -> anyhow::Result<Vec<RabbitNode>> {
@@ -283,4 +289,19 @@ pub async fn start_cluster(root: &Path, prefix: &str, n: usize) -> anyhow::Resul
         }
     }
     Ok(started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_by_node;
+
+    #[test]
+    fn connections_are_counted_per_node() {
+        let out = "a@localhost\nb@localhost\n\na@localhost\n  a@localhost  \n";
+        assert_eq!(
+            count_by_node(out),
+            vec![("a@localhost".to_owned(), 3), ("b@localhost".to_owned(), 1)]
+        );
+        assert!(count_by_node("").is_empty());
+    }
 }
