@@ -182,15 +182,14 @@ async fn run(
 
     let routing_key: Arc<str> = Arc::from(target.routing_key);
     let exchange: Arc<str> = Arc::from(target.exchange);
-    let published =
-        load::publish_amqp(
-            &publisher,
-            exchange,
-            routing_key,
-            &load::Plan::fixed(n, 0.0),
-            |_| body.clone(),
-        )
-        .await;
+    let published = load::publish_amqp(
+        &publisher,
+        exchange,
+        routing_key,
+        &load::Plan::fixed(n, 0.0),
+        |_| body.clone(),
+    )
+    .await;
 
     let deadline = start + timeout;
     let mut done = false;

@@ -36,10 +36,10 @@ use wf_core::config::Config;
 use wf_core::ids::OrgId;
 use wf_store::{DeliveryStatus, NewWebhook, ReplayFilter, Store};
 
+use crate::harness::isolation;
 use crate::harness::load::{self, EventFactory, LoadReport, Plan, EVENT_TYPE};
 use crate::harness::procs::{self, Service};
 use crate::harness::receiver::{Faults, Receiver, Snapshot};
-use crate::harness::isolation;
 use postgres::PrivatePostgres;
 use rabbit::RabbitNode;
 
@@ -329,7 +329,11 @@ impl Lab {
     }
 
     async fn teardown(mut self, failed: bool) {
-        let services: Vec<Service> = self.workers.drain(..).chain(self.ingestors.drain(..)).collect();
+        let services: Vec<Service> = self
+            .workers
+            .drain(..)
+            .chain(self.ingestors.drain(..))
+            .collect();
         for service in services {
             if let Some(complaint) = service.stop().await {
                 eprintln!("chaos: warning: {complaint}");
@@ -349,14 +353,14 @@ impl Lab {
             }
         }
         for node in self.nodes.drain(..) {
-            node.remove().await;
+            node.remove(failed).await;
         }
         if let Some(pg) = self.postgres.take() {
-            pg.remove().await;
+            pg.remove(failed).await;
         }
         if failed {
             eprintln!(
-                "chaos: service logs kept in {} (private server data removed)",
+                "chaos: service and server logs kept in {} (server data removed)",
                 self.dir.display()
             );
         } else {
@@ -482,7 +486,11 @@ impl Account {
         }
         println!(
             "{n} result: {}",
-            if self.lost() == 0 { "ok" } else { "LOST DELIVERIES" }
+            if self.lost() == 0 {
+                "ok"
+            } else {
+                "LOST DELIVERIES"
+            }
         );
     }
 }
@@ -491,7 +499,14 @@ fn print_summary(results: &[(Scenario, anyhow::Result<Account>)]) {
     println!("== chaos summary");
     println!(
         "{:<18} {:>6} {:>8} {:>9} {:>10} {:>5} {:>5}  {:>22}  result",
-        "scenario", "sent", "expected", "delivered", "duplicates", "dead", "lost", "rate/s before/during/after"
+        "scenario",
+        "sent",
+        "expected",
+        "delivered",
+        "duplicates",
+        "dead",
+        "lost",
+        "rate/s before/during/after"
     );
     for (s, r) in results {
         match r {
@@ -504,7 +519,12 @@ fn print_summary(results: &[(Scenario, anyhow::Result<Account>)]) {
                 a.duplicates,
                 a.dead,
                 a.lost(),
-                format!("{}/{}/{}", a.before.per_sec(), a.during.per_sec(), a.after.per_sec()),
+                format!(
+                    "{}/{}/{}",
+                    a.before.per_sec(),
+                    a.during.per_sec(),
+                    a.after.per_sec()
+                ),
                 if a.lost() == 0 { "ok" } else { "LOST" }
             ),
             Err(_) => println!("{:<18} {:>66}  FAILED", s.name(), "-"),
@@ -526,7 +546,10 @@ async fn run_scenario(
         isolation::create_vhost(&lab.name)?;
         isolation::with_path(&lab.system_amqp, &lab.name, "WF_AMQP_URL")?
     } else {
-        eprintln!("chaos: starting {} private RabbitMQ node(s)", scenario.rabbit_nodes());
+        eprintln!(
+            "chaos: starting {} private RabbitMQ node(s)",
+            scenario.rabbit_nodes()
+        );
         let prefix = lab.name.clone();
         lab.nodes = rabbit::start_cluster(&lab.dir, &prefix, scenario.rabbit_nodes()).await?;
         lab.nodes
@@ -633,7 +656,10 @@ async fn run_scenario(
             .await?;
         secrets.push(secret.expose().to_owned());
     }
-    lab.receiver.as_ref().context("the receiver")?.set_secrets(secrets);
+    lab.receiver
+        .as_ref()
+        .context("the receiver")?
+        .set_secrets(secrets);
 
     // 4. The stream: AMQP, and the API when there are ingestors, each publish persisted.
     let broker = Broker::connect(&amqp_url).await?;
@@ -669,8 +695,15 @@ async fn run_scenario(
         let apis = apis.clone();
         tokio::spawn(async move { load::publish_http(&apis, token, factory, 1 << 32, &plan).await })
     });
-    let plans: Vec<Plan> = std::iter::once(amqp_plan.clone()).chain(http_plan.clone()).collect();
-    let confirmed = || -> u64 { plans.iter().map(|p| p.confirmed.load(Ordering::Relaxed)).sum() };
+    let plans: Vec<Plan> = std::iter::once(amqp_plan.clone())
+        .chain(http_plan.clone())
+        .collect();
+    let confirmed = || -> u64 {
+        plans
+            .iter()
+            .map(|p| p.confirmed.load(Ordering::Relaxed))
+            .sum()
+    };
     let t0 = Instant::now();
 
     // 5. Before: a quarter of the stream.
@@ -702,7 +735,8 @@ async fn run_scenario(
     let extra = (rate * sizes.after.as_secs_f64()).ceil() as u64;
     for p in &plans {
         let now = p.confirmed.load(Ordering::Relaxed);
-        p.limit.store((now + extra).max(per_source), Ordering::Relaxed);
+        p.limit
+            .store((now + extra).max(per_source), Ordering::Relaxed);
     }
 
     // 7. After: the stream ends, then everything owed is delivered or dead.
@@ -800,7 +834,11 @@ impl DeadLog {
     /// Reads them again (at most every 2 s unless `now`). A failed read (Postgres is the
     /// fault) keeps the last figures.
     async fn refresh(&mut self, store: &Store, org: &OrgId, receiver: &Receiver, now: bool) {
-        if !now && self.checked.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+        if !now
+            && self
+                .checked
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
             return;
         }
         self.checked = Some(Instant::now());
@@ -898,28 +936,59 @@ async fn inject(scenario: Scenario, sizes: Sizes, lab: &mut Lab) -> anyhow::Resu
             receiver.set_faults(None);
         }
         Scenario::ClusterFailover => {
-            // The node most connections go to.
-            let mut counts = Vec::new();
-            for node in &lab.nodes {
-                if let Ok(c) = node.connections_per_node().await {
-                    counts = c;
-                    break;
-                }
-            }
+            // The node most connections go to, as the nodes list them (all asked at once,
+            // each with a deadline: the CLI is slow on a loaded machine), else as the
+            // kernel sees them.
+            let ports: Vec<u16> = lab.nodes.iter().map(|n| n.amqp_port).collect();
+            let asked = futures::future::join_all(lab.nodes.iter().map(|n| async move {
+                tokio::time::timeout(Duration::from_secs(30), n.list_connections()).await
+            }))
+            .await;
+            let listings: Vec<String> = asked
+                .into_iter()
+                .filter_map(|r| match r {
+                    Ok(Ok(l)) => Some(l),
+                    Ok(Err(e)) => {
+                        eprintln!("chaos: warning: {e:#}");
+                        None
+                    }
+                    Err(_) => None,
+                })
+                .collect();
+            let (per_node, how) = if listings.is_empty() {
+                let tcp =
+                    std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+                (
+                    rabbit::established_per_port(&ports, &tcp),
+                    "established TCP connections (rabbitmqctl list_connections did not answer in 30 s)",
+                )
+            } else {
+                (
+                    rabbit::connections_per_port(&ports, &listings),
+                    "rabbitmqctl list_connections",
+                )
+            };
+            let counts: Vec<(String, usize)> = lab
+                .nodes
+                .iter()
+                .map(|n| n.node.clone())
+                .zip(per_node)
+                .collect();
             let (victim, held) = counts
                 .iter()
                 .max_by_key(|(_, c)| *c)
                 .cloned()
-                .context("no connections listed on any node")?;
+                .filter(|(_, c)| *c > 0)
+                .context("no node lists any connection")?;
             let total: usize = counts.iter().map(|(_, c)| c).sum();
             let node = lab
                 .nodes
                 .iter_mut()
                 .find(|n| n.node == victim)
-                .with_context(|| format!("connections are on {victim}, not one of ours"))?;
+                .context("the busiest node")?;
             node.kill().await?;
             notes.push(format!(
-                "SIGKILL RabbitMQ node {victim} holding {held} of {total} connections ({})",
+                "SIGKILL RabbitMQ node {victim} holding {held} of {total} connections by {how} ({})",
                 counts
                     .iter()
                     .map(|(n, c)| format!("{n}: {c}"))
@@ -930,7 +999,10 @@ async fn inject(scenario: Scenario, sizes: Sizes, lab: &mut Lab) -> anyhow::Resu
             let worker = lab.workers.first_mut().context("no worker")?;
             let pid = worker.pid;
             worker.kill().await?;
-            notes.push(format!("SIGKILL {} (pid {pid}) while the node is down", worker.name));
+            notes.push(format!(
+                "SIGKILL {} (pid {pid}) while the node is down",
+                worker.name
+            ));
             tokio::time::sleep(sizes.down / 2).await;
             let t = Instant::now();
             worker.restart().await?;
@@ -966,7 +1038,10 @@ mod tests {
             assert_eq!(Scenario::from_str(s.name(), false), Ok(s));
         }
         assert_eq!(Scenario::from_str("a", false), Ok(Scenario::WorkerKill));
-        assert_eq!(Scenario::from_str("e", false), Ok(Scenario::ClusterFailover));
+        assert_eq!(
+            Scenario::from_str("e", false),
+            Ok(Scenario::ClusterFailover)
+        );
         assert!(Scenario::from_str("everything", false).is_err());
     }
 

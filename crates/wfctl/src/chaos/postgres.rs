@@ -49,7 +49,16 @@ impl PrivatePostgres {
         run_as
             .run(
                 &bin.join("initdb"),
-                &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
             )
             .await
             .context("initdb")?;
@@ -89,7 +98,18 @@ impl PrivatePostgres {
         self.run_as
             .run(
                 &self.pg_ctl(),
-                &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "-t", "60", "start"],
+                &[
+                    "-D",
+                    &self.data(),
+                    "-l",
+                    &log,
+                    "-o",
+                    &opts,
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
             )
             .await
             .with_context(|| {
@@ -116,14 +136,18 @@ impl PrivatePostgres {
         Ok(())
     }
 
-    /// Stops the server and deletes its data.
-    pub async fn remove(mut self) {
+    /// Stops the server and deletes its data; its log too unless `keep_log`.
+    pub async fn remove(mut self, keep_log: bool) {
         if self.running {
             if let Err(e) = self.stop(true).await {
                 eprintln!("chaos: warning: {e:#}");
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = if keep_log {
+            std::fs::remove_dir_all(self.dir.join("data"))
+        } else {
+            std::fs::remove_dir_all(&self.dir)
+        };
     }
 }
 

@@ -15,8 +15,13 @@ use crate::harness::procs;
 
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
-/// How long a node may take to start (a restarted cluster member waits for its peers).
-const START_TIMEOUT_SECS: u32 = 120;
+/// How long a node may take to start (a restarted cluster member waits for its peers; a
+/// loaded machine is slow to boot an Erlang VM).
+const START_TIMEOUT: Duration = Duration::from_secs(240);
+/// How long one `rabbitmqctl` call may take (it boots an Erlang VM of its own).
+const CTL_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a node may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One private node.
 pub struct RabbitNode {
@@ -51,9 +56,7 @@ impl RabbitNode {
         }
         run_as.write_file(
             &dir.join("rabbitmq.conf"),
-            &format!(
-"listeners.tcp.1 = 127.0.0.1:{amqp_port}\n"
-            ),
+            &format!("listeners.tcp.1 = 127.0.0.1:{amqp_port}\n"),
         )?;
         // Read instead of /etc/rabbitmq/rabbitmq-env.conf, which names the machine's node.
         run_as.write_file(&dir.join("rabbitmq-env.conf"), "")?;
@@ -122,17 +125,41 @@ impl RabbitNode {
             .spawn()
             .with_context(|| format!("starting RabbitMQ node {}", self.node))?;
         self.child = Some(child);
-        let timeout = START_TIMEOUT_SECS.to_string();
-        let pid_file = self.pid_file().display().to_string();
-        if let Err(e) = self.ctl(&["wait", "--timeout", &timeout, &pid_file]).await {
-            anyhow::bail!(
-                "RabbitMQ node {} did not start: {e:#}\nits output ({}):\n{}",
-                self.node,
-                self.dir.display(),
-                procs::tail(&self.dir.join("server.out"), 15)
-            );
+        self.wait_ready().await
+    }
+
+    /// Waits until the node has written its pid file and accepts AMQP connections (its
+    /// listener opens at the end of the boot), failing early if the process exits.
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.amqp_port));
+        loop {
+            let exited = match self.child.as_mut() {
+                Some(c) => c.try_wait()?.is_some(),
+                None => true,
+            };
+            let why = if exited {
+                Some("it exited".to_owned())
+            } else if tokio::time::Instant::now() > deadline {
+                Some(format!(
+                    "it did not accept AMQP connections within {START_TIMEOUT:?}"
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                anyhow::bail!(
+                    "RabbitMQ node {} did not start: {why}; its output ({}):\n{}",
+                    self.node,
+                    self.dir.display(),
+                    procs::tail(&self.dir.join("server.out"), 15)
+                );
+            }
+            if self.os_pid().is_some() && tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(())
     }
 
     /// `rabbitmqctl -n <node> args…`, its stdout.
@@ -143,7 +170,8 @@ impl RabbitNode {
         cmd.args(&all)
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_CONF_ENV_FILE", self.dir.join("rabbitmq-env.conf"));
-        let out = tokio::time::timeout(Duration::from_secs(u64::from(START_TIMEOUT_SECS) + 30), cmd.output())
+        cmd.kill_on_drop(true);
+        let out = tokio::time::timeout(CTL_TIMEOUT, cmd.output())
             .await
             .with_context(|| format!("rabbitmqctl {} did not finish", all.join(" ")))?
             .context("running rabbitmqctl")?;
@@ -167,29 +195,44 @@ impl RabbitNode {
         Ok(())
     }
 
-    /// How many client connections each node of the cluster holds, as seen from this
-    /// node: `(node, count)`.
-    pub async fn connections_per_node(&self) -> anyhow::Result<Vec<(String, usize)>> {
-        let out = self
-            .ctl(&["-q", "list_connections", "--no-table-headers", "node"])
-            .await?;
-        Ok(count_by_node(&out))
+    /// This node's view of the client connections: one `name<TAB>port` line each, the
+    /// port being the AMQP port of the node the connection goes to.
+    pub async fn list_connections(&self) -> anyhow::Result<String> {
+        self.ctl(&[
+            "-q",
+            "list_connections",
+            "--no-table-headers",
+            "name",
+            "port",
+        ])
+        .await
     }
 
-    /// A clean stop (`rabbitmqctl stop`), waiting for the process to exit.
+    /// A clean stop: SIGTERM to the node's VM, which RabbitMQ handles as
+    /// `rabbitmqctl stop` does (without needing the CLI, slow on a loaded machine); SIGKILL
+    /// if it has not exited within a minute. Waits for the exit.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        let stopped = self.ctl(&["stop"]).await;
-        if tokio::time::timeout(Duration::from_secs(60), child.wait())
+        let pid = self.os_pid();
+        if let Some(pid) = pid {
+            system::signal(pid, "TERM");
+        }
+        let clean = tokio::time::timeout(STOP_TIMEOUT, child.wait())
             .await
-            .is_err()
-        {
+            .is_ok()
+            && pid.is_none_or(|p| !system::alive(p));
+        if !clean {
             self.kill_vm();
             let _ = child.kill().await;
         }
-        stopped.map(|_| ())
+        anyhow::ensure!(
+            pid.is_some() && clean,
+            "{} did not stop within {STOP_TIMEOUT:?} of SIGTERM and was killed",
+            self.node
+        );
+        Ok(())
     }
 
     /// SIGKILL to the node's VM, as a crash or an OOM kill would; waits for the exit.
@@ -221,13 +264,18 @@ impl RabbitNode {
         }
     }
 
-    /// Stops the node (a clean stop, a kill if that fails) and deletes its data.
-    pub async fn remove(mut self) {
+    /// Stops the node (a clean stop, a kill if that fails) and deletes its data; its logs
+    /// too unless `keep_logs`.
+    pub async fn remove(mut self, keep_logs: bool) {
         if let Err(e) = self.stop().await {
             eprintln!("chaos: warning: stopping {}: {e:#}", self.node);
         }
         self.kill_vm();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = if keep_logs {
+            std::fs::remove_dir_all(self.dir.join("mnesia"))
+        } else {
+            std::fs::remove_dir_all(&self.dir)
+        };
     }
 }
 
@@ -240,14 +288,45 @@ impl Drop for RabbitNode {
     }
 }
 
-/// `rabbitmqctl list_connections node` output (one node name per connection) counted per
-/// node, in order of first appearance.
-fn count_by_node(out: &str) -> Vec<(String, usize)> {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for node in out.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match counts.iter_mut().find(|(n, _)| n == node) {
-            Some((_, c)) => *c += 1,
-            None => counts.push((node.to_owned(), 1)),
+/// How many client connections go to each of `ports` (the nodes' AMQP ports), from the
+/// `list_connections` output of any nodes (each connection counted once, however many
+/// nodes listed it).
+pub fn connections_per_port(ports: &[u16], listings: &[String]) -> Vec<usize> {
+    let mut seen = std::collections::HashSet::new();
+    let mut counts = vec![0; ports.len()];
+    for line in listings.iter().flat_map(|l| l.lines()).map(str::trim) {
+        let Some(port) = line.rsplit('\t').next().and_then(|p| p.parse::<u16>().ok()) else {
+            continue;
+        };
+        if !seen.insert(line) {
+            continue;
+        }
+        if let Some(i) = ports.iter().position(|&p| p == port) {
+            counts[i] += 1;
+        }
+    }
+    counts
+}
+
+/// Established TCP connections whose local port is one of `ports` (the nodes' AMQP
+/// ports), from `/proc/net/tcp` text: what the kernel says, when the nodes' CLI is too slow
+/// to answer (a loaded machine).
+pub fn established_per_port(ports: &[u16], proc_net_tcp: &str) -> Vec<usize> {
+    let mut counts = vec![0; ports.len()];
+    for line in proc_net_tcp.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(&"01")) = (fields.get(1), fields.get(3)) else {
+            continue;
+        };
+        let Some(port) = local
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+        else {
+            continue;
+        };
+        if let Some(i) = ports.iter().position(|&p| p == port) {
+            counts[i] += 1;
         }
     }
     counts
@@ -261,7 +340,9 @@ pub async fn start_cluster(root: &Path, prefix: &str, n: usize) -> anyhow::Resul
     for i in 0..n {
         let name = format!("{prefix}_{}", i + 1);
         let root = root.to_path_buf();
-        pending.push(tokio::spawn(async move { RabbitNode::start(&root, &name).await }));
+        pending.push(tokio::spawn(async move {
+            RabbitNode::start(&root, &name).await
+        }));
     }
     let mut first_error = None;
     for p in pending {
@@ -274,7 +355,7 @@ pub async fn start_cluster(root: &Path, prefix: &str, n: usize) -> anyhow::Resul
     }
     if let Some(e) = first_error {
         for node in started {
-            node.remove().await;
+            node.remove(true).await;
         }
         return Err(e);
     }
@@ -282,7 +363,7 @@ pub async fn start_cluster(root: &Path, prefix: &str, n: usize) -> anyhow::Resul
         for node in rest {
             if let Err(e) = node.join(seed).await {
                 for node in started {
-                    node.remove().await;
+                    node.remove(true).await;
                 }
                 return Err(e.context("forming the cluster"));
             }
@@ -293,15 +374,35 @@ pub async fn start_cluster(root: &Path, prefix: &str, n: usize) -> anyhow::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::count_by_node;
+    use super::{connections_per_port, established_per_port};
 
     #[test]
-    fn connections_are_counted_per_node() {
-        let out = "a@localhost\nb@localhost\n\na@localhost\n  a@localhost  \n";
+    fn connections_are_counted_per_node_once() {
+        let listings = [
+            "wf-worker pid 1\t5001\nwf-worker pid 2\t5002\nwfctl pid 3\t5001\n".to_owned(),
+            // Another node's view lists the same connections again, and a malformed line.
+            "wf-worker pid 1\t5001\nwf-ingestor pid 4\t5001\nnot a connection\n".to_owned(),
+        ];
         assert_eq!(
-            count_by_node(out),
-            vec![("a@localhost".to_owned(), 3), ("b@localhost".to_owned(), 1)]
+            connections_per_port(&[5001, 5002, 5003], &listings),
+            vec![3, 1, 0]
         );
-        assert!(count_by_node("").is_empty());
+        assert_eq!(connections_per_port(&[5001], &[]), vec![0]);
+    }
+
+    #[test]
+    fn established_connections_by_local_port() {
+        // 0x1389 = 5001, 0x138A = 5002; state 01 is ESTABLISHED, 0A LISTEN.
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+            0: 0100007F:1389 00000000:0000 0A 00000000:00000000\n\
+            1: 0100007F:1389 0100007F:D431 01 00000000:00000000\n\
+            2: 0100007F:1389 0100007F:D432 01 00000000:00000000\n\
+            3: 0100007F:D431 0100007F:1389 01 00000000:00000000\n\
+            4: 0100007F:138A 0100007F:D433 01 00000000:00000000\n\
+            garbage\n";
+        assert_eq!(
+            established_per_port(&[5001, 5002, 5003], text),
+            vec![2, 1, 0]
+        );
     }
 }

@@ -20,7 +20,8 @@ pub struct RunAs {
 
 /// The real uid of this process, from `/proc/self/status`.
 fn my_uid() -> anyhow::Result<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
@@ -37,7 +38,9 @@ impl RunAs {
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
             .find(|f| f.first() == Some(&user) && f.len() >= 6)
-            .with_context(|| format!("no user `{user}` in /etc/passwd (is the server installed?)"))?;
+            .with_context(|| {
+                format!("no user `{user}` in /etc/passwd (is the server installed?)")
+            })?;
         let uid: u32 = fields[2].parse().context("uid in /etc/passwd")?;
         let gid: u32 = fields[3].parse().context("gid in /etc/passwd")?;
         let me = my_uid()?;
