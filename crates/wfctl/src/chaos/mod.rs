@@ -891,7 +891,7 @@ async fn inject(scenario: Scenario, sizes: Sizes, lab: &mut Lab) -> anyhow::Resu
         Scenario::RabbitmqRestart => {
             let node = lab.nodes.first_mut().context("no RabbitMQ node")?;
             node.stop().await?;
-            notes.push(format!("rabbitmqctl stop on {}", node.node));
+            notes.push(format!("clean stop (SIGTERM) of {}", node.node));
             tokio::time::sleep(sizes.down).await;
             let t = Instant::now();
             node.start_again().await?;
