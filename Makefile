@@ -2,6 +2,7 @@
 
 CARGO      ?= cargo
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 SERVICES   := scripts/services.sh
 
 # Supply chain (`make deny`): cargo-deny with deny.toml. The advisories check reads a local
@@ -26,7 +27,7 @@ FUZZ_TARGET        ?= api_bodies
 FUZZ_SECONDS       ?= 600
 
 .DEFAULT_GOAL := help
-.PHONY: help services tools build test deny fuzz-build fuzz-smoke fuzz run stop bench fmt clippy openapi schemathesis
+.PHONY: help services tools build test deny fuzz-build fuzz-smoke fuzz run stop bench chaos chaos-short fmt clippy openapi schemathesis
 
 help: ## this list
 	@echo "WorkFlows webhooks - make targets:"
@@ -42,7 +43,7 @@ tools: ## install cargo-deny and cargo-fuzz if missing
 	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny --version $(CARGO_DENY_VERSION)
 	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION)
 
-test: services tools ## what CI runs: fmt check, clippy -D warnings, supply-chain check, all tests, schemathesis on the API, fuzz smoke run
+test: services tools ## what CI runs: fmt check, clippy -D warnings, supply-chain check, all tests, schemathesis on the API, fuzz smoke run, short chaos run
 	$(SERVICES) test-tools
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --check --manifest-path fuzz/Cargo.toml
@@ -51,6 +52,7 @@ test: services tools ## what CI runs: fmt check, clippy -D warnings, supply-chai
 	$(CARGO) test --workspace
 	scripts/schemathesis.sh
 	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory chaos-short
 
 deny: tools ## supply chain: bans, licenses, sources; advisories from the local RustSec copy (ADVISORY_DB), offline
 	@# cargo-deny reads every crate of the lock file, other platforms' too, which a build
@@ -96,6 +98,13 @@ stop: ## stop what `make run` started
 
 bench: services ## load test: wfctl bench $(BENCH_ARGS), e.g. make bench BENCH_ARGS="--events 10000 --rate 2000 --webhooks 10"
 	$(CARGO) run --release -p wfctl -- bench $(BENCH_ARGS)
+
+chaos: services ## fault injection with loss accounting on the release binaries: make chaos CHAOS_ARGS="--scenario worker-kill"
+	$(CARGO) build --release -p wf-worker -p wf-ingestor -p wfctl
+	target/release/wfctl chaos $(CHAOS_ARGS)
+
+chaos-short: ## the reduced chaos run of `make test` (every scenario, fewer events, shorter outages)
+	@$(MAKE) --no-print-directory chaos CHAOS_ARGS="--short $(CHAOS_ARGS)"
 
 fmt: ## format the workspace and the fuzz targets
 	$(CARGO) fmt --all

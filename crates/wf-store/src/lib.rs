@@ -37,8 +37,8 @@ pub use migrate::migrate;
 pub use store::health::FAILING;
 pub use store::keys::API_KEY_PREFIX;
 pub use store::outbox::ParkedEvent;
-pub use store::rekey::{RekeyCounts, RekeyMode};
 pub use store::partitions::{last_expired_day, LogMaintenance, LogPartition, AHEAD_DAYS};
+pub use store::rekey::{RekeyCounts, RekeyMode};
 pub use store::replay::{NewPayload, ReplayFilter, ReplayItem};
 pub use store::{Store, MAX_PAGE_SIZE};
 pub use types::{

@@ -10,7 +10,9 @@ use wf_core::ids::{ApiKeyId, OrgId, WebhookId};
 use wf_store::Store;
 
 mod bench;
+mod chaos;
 mod dlq;
+mod harness;
 mod rekey;
 
 /// jemalloc, as in the worker: `wfctl bench` runs its TLS receiver and load generator on
@@ -40,6 +42,13 @@ enum Command {
     /// to a loopback HTTPS receiver; prints one line per figure. Needs the release build
     /// of wf-worker (and wf-ingestor for --via http) next to wfctl.
     Bench(bench::BenchArgs),
+    /// Fault injection with loss accounting: real worker and ingestor processes deliver a
+    /// stream of events to a loopback HTTPS receiver while a worker is SIGKILLed,
+    /// RabbitMQ or Postgres (private ones) stop, the endpoint misbehaves or a cluster node
+    /// dies; every delivery owed must end delivered or dead. Needs the release builds of
+    /// wf-worker and wf-ingestor next to wfctl, and root (or the rabbitmq/postgres user)
+    /// for the private servers.
+    Chaos(chaos::ChaosArgs),
     /// Dead deliveries: list them, or re-queue them once the endpoint has recovered.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -92,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     )?;
     match cli.command {
         Command::Bench(args) => bench::run(args, &config).await?,
+        Command::Chaos(args) => chaos::run(args, &config).await?,
         Command::Dlq(cmd) => {
             let (webhook, limit, replay) = match cmd {
                 DlqCommand::List { webhook, limit } => (webhook, limit, false),

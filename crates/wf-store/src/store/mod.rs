@@ -22,8 +22,8 @@ mod events;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod outbox;
-pub(crate) mod rekey;
 pub(crate) mod partitions;
+pub(crate) mod rekey;
 pub(crate) mod replay;
 mod webhooks;
 

@@ -25,7 +25,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use wf_broker::Broker;
 
-use super::load;
+use crate::harness::load;
 
 /// Prefetch of the ceiling's consumer.
 const PREFETCH: u16 = 256;
@@ -182,8 +182,14 @@ async fn run(
 
     let routing_key: Arc<str> = Arc::from(target.routing_key);
     let exchange: Arc<str> = Arc::from(target.exchange);
-    let published =
-        load::publish_amqp(&publisher, exchange, routing_key, n, 0.0, |_| body.clone()).await;
+    let published = load::publish_amqp(
+        &publisher,
+        exchange,
+        routing_key,
+        &load::Plan::fixed(n, 0.0),
+        |_| body.clone(),
+    )
+    .await;
 
     let deadline = start + timeout;
     let mut done = false;

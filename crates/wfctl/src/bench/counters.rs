@@ -14,7 +14,7 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use super::http::HttpConn;
+use crate::harness::http::HttpConn;
 
 /// Sum of every sample of each counter, over all workers.
 #[derive(Clone, Debug, Default)]

@@ -9,11 +9,6 @@
 
 mod ceiling;
 mod counters;
-mod http;
-mod isolation;
-mod load;
-mod procs;
-mod receiver;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,10 +24,11 @@ use wf_core::config::Config;
 use wf_core::ids::OrgId;
 use wf_store::{NewWebhook, Store};
 
+use crate::harness::load::{self, EventFactory, LoadReport, EVENT_TYPE};
+use crate::harness::procs::{self, CpuSample, Service};
+use crate::harness::receiver::{self, Receiver};
+use crate::harness::{http, isolation};
 use counters::WorkerCounters;
-use load::{EventFactory, LoadReport, EVENT_TYPE};
-use procs::{CpuSample, Service};
-use receiver::Receiver;
 
 /// Options of `wfctl bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -164,7 +160,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
             eprintln!("bench: {note}");
         }
     }
-    let name = isolation::bench_name();
+    let name = isolation::run_name("wf_bench");
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut env = Env {
@@ -255,6 +251,7 @@ async fn bench(
             slow: args.slow_endpoints as usize,
             delay: Duration::from_millis(args.slow_ms),
         },
+        false,
     )
     .await?;
     let cert_path = receiver.cert_path.display().to_string();
@@ -671,12 +668,11 @@ impl Sender {
         match (self.via, self.api) {
             (Via::Http, Some(api)) => {
                 load::publish_http(
-                    api,
+                    &[api],
                     self.token.clone(),
                     self.factory.clone(),
                     first_seq,
-                    n,
-                    rate,
+                    &load::Plan::fixed(n, rate),
                 )
                 .await
             }
@@ -686,8 +682,7 @@ impl Sender {
                     &self.publisher,
                     Arc::from(wf_broker::names::EVENTS_EXCHANGE),
                     Arc::from(EVENT_TYPE),
-                    n,
-                    rate,
+                    &load::Plan::fixed(n, rate),
                     move |i| factory.amqp_body(first_seq + i),
                 )
                 .await

@@ -1,23 +1,24 @@
-//! A bench never touches real data: it runs in a fresh RabbitMQ vhost and a fresh
-//! Postgres database, both named `wf_bench_<random>`, deleted at the end.
+//! A bench or chaos run never touches real data: it runs in a fresh RabbitMQ vhost and a
+//! fresh Postgres database, both named `wf_bench_<random>` (`wf_chaos_<random>`), deleted
+//! at the end.
 
 use anyhow::Context;
 use rand::Rng;
 use tokio_postgres::NoTls;
 
-/// `wf_bench_` + 10 random lowercase letters.
-pub fn bench_name() -> String {
+/// `<prefix>_` + 10 random lowercase letters.
+pub fn run_name(prefix: &str) -> String {
     let mut rng = rand::rng();
     let s: String = (0..10)
         .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
         .collect();
-    format!("wf_bench_{s}")
+    format!("{prefix}_{s}")
 }
 
 /// `url` with its path (the vhost or database) replaced by `/name`.
 pub fn with_path(url: &str, name: &str, what: &str) -> anyhow::Result<String> {
     let mut u = url::Url::parse(url).with_context(|| {
-        format!("{what} must be a URL (scheme://user@host:port/…) for wfctl bench")
+        format!("{what} must be a URL (scheme://user@host:port/…) for wfctl bench and chaos")
     })?;
     u.set_path(&format!("/{name}"));
     Ok(u.into())
@@ -27,7 +28,7 @@ fn rabbitmqctl(args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new("rabbitmqctl")
         .args(args)
         .output()
-        .context("running rabbitmqctl (wfctl bench needs the local RabbitMQ's CLI)")?;
+        .context("running rabbitmqctl (wfctl bench and chaos need the local RabbitMQ's CLI)")?;
     anyhow::ensure!(
         out.status.success(),
         "rabbitmqctl {} failed: {}",
@@ -99,7 +100,7 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        let n = bench_name();
+        let n = run_name("wf_bench");
         assert!(n.starts_with("wf_bench_") && n.len() == 19);
         assert_eq!(
             with_path(

@@ -65,12 +65,41 @@ pub struct Service {
     pub pid: u32,
     pub ops: SocketAddr,
     pub log: PathBuf,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
     child: tokio::process::Child,
 }
 
+/// Starts `bin` with `env` (every inherited `WF_*` variable removed first, so the run
+/// depends only on what the caller sets), its output appended to `log`.
+fn spawn(
+    bin: &Path,
+    env: &[(String, String)],
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = tokio::process::Command::new(bin);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WF_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true);
+    cmd.spawn()
+        .with_context(|| format!("starting {}", bin.display()))
+}
+
 impl Service {
-    /// Starts `bin` with `env` (every inherited `WF_*` variable removed first, so the run
-    /// depends only on what the bench sets), its output appended to `log`, and waits
+    /// Starts `bin` with `env` (see [`spawn`]), its output appended to `log`, and waits
     /// until `/readyz` on `ops` answers 200.
     pub async fn start(
         name: &str,
@@ -79,33 +108,36 @@ impl Service {
         ops: SocketAddr,
         log: PathBuf,
     ) -> anyhow::Result<Service> {
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let mut cmd = tokio::process::Command::new(bin);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("WF_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = spawn(bin, env, &log)?;
         let pid = child.id().context("the child exited at once")?;
         let mut service = Service {
             name: name.to_owned(),
             pid,
             ops,
             log,
+            bin: bin.to_path_buf(),
+            env: env.to_vec(),
             child,
         };
         service.wait_ready().await?;
         Ok(service)
+    }
+
+    /// SIGKILL, as a crash would (no drain, nothing acked), and waits for the exit.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {}", self.name))
+    }
+
+    /// Starts the same binary again with the same environment (after [`Service::kill`]
+    /// or an exit), and waits until it is ready.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_running(), "{} is still running", self.name);
+        self.child = spawn(&self.bin, &self.env, &self.log)?;
+        self.pid = self.child.id().context("the child exited at once")?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {

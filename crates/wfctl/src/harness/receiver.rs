@@ -8,10 +8,13 @@
 //! a bench CA, whose certificate the workers trust). The first `slow` endpoints answer
 //! after a delay. Figures are kept apart for the slow endpoints and the healthy ones.
 //!
+//! For `wfctl chaos` it can also misbehave on purpose ([`Faults`]): a random share of
+//! requests answered 500, left unanswered past the workers' timeout, or cut with a TCP
+//! reset; only a request answered 200 counts as a delivery.
+//!
 //! Not wf-testkit's receiver: that is a test-only crate; this ships in wfctl, built for load.
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,7 +61,75 @@ pub enum Group {
     Slow,
 }
 
+impl Default for Endpoints {
+    /// One healthy endpoint.
+    fn default() -> Self {
+        Endpoints {
+            count: 1,
+            slow: 0,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// How a misbehaving receiver answers: each request independently, by these shares (the
+/// rest, 200).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Share of requests answered 500.
+    pub error: f64,
+    /// Share of requests held for [`Faults::hang`], then answered 500 (the worker has
+    /// given up by then: a timeout).
+    pub timeout: f64,
+    /// Share of requests whose connection is reset (RST) instead of answered.
+    pub reset: f64,
+    /// How long a timed-out request is held.
+    pub hang: std::time::Duration,
+}
+
+/// What [`Faults`] did to one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Error,
+    Timeout,
+    Reset,
+}
+
+impl Faults {
+    /// The fault for a request drawn `roll` (uniform in [0, 1)), if any.
+    fn pick(&self, roll: f64) -> Option<Fault> {
+        if roll < self.error {
+            Some(Fault::Error)
+        } else if roll < self.error + self.timeout {
+            Some(Fault::Timeout)
+        } else if roll < self.error + self.timeout + self.reset {
+            Some(Fault::Reset)
+        } else {
+            None
+        }
+    }
+}
+
+/// The error that makes hyper drop a connection without answering (a reset, since
+/// connections of a receiver that may fault linger 0).
+#[derive(Debug)]
+struct ResetConnection;
+
+impl std::fmt::Display for ResetConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset on purpose")
+    }
+}
+
+impl std::error::Error for ResetConnection {}
+
+#[derive(Default)]
 struct State {
+    /// Connections close with a reset (SO_LINGER 0), so that a [`Fault::Reset`] is one.
+    may_fault: bool,
+    faults: RwLock<Option<Faults>>,
+    /// Requests answered with a fault: 500, timeout, reset.
+    faulted: [AtomicU64; 3],
     /// The whole `whsec_…` string of webhook `i`, as bytes (the HMAC key).
     secrets: RwLock<Vec<Vec<u8>>>,
     endpoints: Endpoints,
@@ -115,13 +186,22 @@ pub struct Snapshot {
     pub malformed: u64,
     pub requests: u64,
     pub last_new: Option<Instant>,
+    /// Requests answered 500, held past the timeout, and reset, on purpose.
+    pub faulted: [u64; 3],
 }
 
 impl Receiver {
     /// Binds one port for every endpoint and serves until [`Receiver::stop`] (or the
     /// process ends). With one endpoint it listens on 127.0.0.1 only; with more, on every
     /// address of the host, answering only connections made to a loopback address.
-    pub async fn start(dir: &Path, endpoints: Endpoints) -> anyhow::Result<Receiver> {
+    ///
+    /// `may_fault`: [`Receiver::set_faults`] will be used (connections then close with a
+    /// reset).
+    pub async fn start(
+        dir: &Path,
+        endpoints: Endpoints,
+        may_fault: bool,
+    ) -> anyhow::Result<Receiver> {
         anyhow::ensure!(
             (1..=MAX_ENDPOINTS).contains(&endpoints.count) && endpoints.slow <= endpoints.count,
             "the receiver plays 1 to {MAX_ENDPOINTS} endpoints, of which at most all are slow"
@@ -138,12 +218,9 @@ impl Receiver {
         let listener = TcpListener::bind((bind, 0)).await?;
         let port = listener.local_addr()?.port();
         let state = Arc::new(State {
-            secrets: RwLock::default(),
             endpoints,
-            counts: Mutex::default(),
-            requests: AtomicU64::default(),
-            signature_failures: AtomicU64::default(),
-            malformed: AtomicU64::default(),
+            may_fault,
+            ..State::default()
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, tls, state.clone(), stop.clone()));
@@ -180,6 +257,21 @@ impl Receiver {
             secrets.into_iter().map(String::into_bytes).collect();
     }
 
+    /// Misbehaves from now on as `faults` says (`None`: answers 200 again).
+    pub fn set_faults(&self, faults: Option<Faults>) {
+        *self
+            .state
+            .faults
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = faults;
+    }
+
+    /// How many of `ids` were delivered (answered 200 at least once).
+    pub fn count_delivered<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> u64 {
+        let c = self.state.lock_counts();
+        ids.into_iter().filter(|id| c.seen.contains(*id)).count() as u64
+    }
+
     /// Starts a new measurement: counts, latencies and failures back to zero (the set of
     /// ids seen so far is kept, see [`Counts::seen`]).
     pub fn reset(&self) {
@@ -204,6 +296,11 @@ impl Receiver {
             malformed: self.state.malformed.load(Ordering::Relaxed),
             requests: self.state.requests.load(Ordering::Relaxed),
             last_new: c.last_new,
+            faulted: self
+                .state
+                .faulted
+                .each_ref()
+                .map(|n| n.load(Ordering::Relaxed)),
         }
     }
 
@@ -327,6 +424,9 @@ async fn accept_loop(
             continue;
         }
         let _ = tcp.set_nodelay(true);
+        if state.may_fault {
+            let _ = tcp.set_zero_linger();
+        }
         let tls = tls.clone();
         let state = state.clone();
         let stop = stop.clone();
@@ -339,7 +439,7 @@ async fn accept_loop(
             };
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                async move { handle(&state, req).await }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -371,7 +471,10 @@ fn now_micros() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    state: &State,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ResetConnection> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let index = req
         .uri()
@@ -388,13 +491,27 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
     let delivery = header("x-workflows-delivery");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return reply(StatusCode::BAD_REQUEST),
+        Err(_) => return Ok(reply(StatusCode::BAD_REQUEST)),
     };
     let received = now_micros();
+    let faults = *state.faults.read().unwrap_or_else(PoisonError::into_inner);
+    if let Some(faults) = faults {
+        if let Some(fault) = faults.pick(rand::random::<f64>()) {
+            state.faulted[fault as usize].fetch_add(1, Ordering::Relaxed);
+            return match fault {
+                Fault::Error => Ok(reply(StatusCode::INTERNAL_SERVER_ERROR)),
+                Fault::Timeout => {
+                    tokio::time::sleep(faults.hang).await;
+                    Ok(reply(StatusCode::INTERNAL_SERVER_ERROR))
+                }
+                Fault::Reset => Err(ResetConnection),
+            };
+        }
+    }
 
     let (Some(index), Some(delivery)) = (index, delivery) else {
         state.malformed.fetch_add(1, Ordering::Relaxed);
-        return reply(StatusCode::NOT_FOUND);
+        return Ok(reply(StatusCode::NOT_FOUND));
     };
     let group = state.group_of(index);
     if group == Group::Slow {
@@ -440,7 +557,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> 
         c.duplicates += 1;
     }
     drop(c);
-    reply(StatusCode::OK)
+    Ok(reply(StatusCode::OK))
 }
 
 /// `sha256=<hex>` of the body under the whole secret string, as the docs' snippets check.
@@ -469,7 +586,7 @@ fn reply(status: StatusCode) -> Response<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{endpoint_ip, verify};
+    use super::{endpoint_ip, verify, Fault, Faults};
     use std::net::Ipv4Addr;
 
     #[test]
@@ -483,6 +600,21 @@ mod tests {
         assert!(all
             .iter()
             .all(|ip| ip.is_loopback() && ![0, 255].contains(&ip.octets()[3])));
+    }
+
+    #[test]
+    fn faults_by_share() {
+        let f = Faults {
+            error: 0.25,
+            timeout: 0.25,
+            reset: 0.25,
+            hang: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(f.pick(0.0), Some(Fault::Error));
+        assert_eq!(f.pick(0.3), Some(Fault::Timeout));
+        assert_eq!(f.pick(0.6), Some(Fault::Reset));
+        assert_eq!(f.pick(0.8), None);
+        assert_eq!(Faults::default().pick(0.0), None);
     }
 
     #[test]

@@ -92,14 +92,55 @@ impl EventFactory {
 pub struct LoadReport {
     pub published: u64,
     pub failed: u64,
+    /// Publishes made again after a failure ([`Plan::persist`]).
+    pub retried: u64,
     pub first_error: Option<String>,
     pub elapsed: Duration,
 }
+
+/// How many events a run publishes, how fast, and what becomes of a failed publish.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Event `i` is published only while `i < limit`; raising it while the run goes on
+    /// makes the stream longer (`wfctl chaos` keeps streaming until a fault is over).
+    pub limit: Arc<AtomicU64>,
+    /// Events per second; 0 publishes as fast as confirms come back.
+    pub rate: f64,
+    /// `Some(patience)`: a publish that failed is made again, with the same event (same
+    /// id, so a retry of one whose confirm was lost fans out once), until it is confirmed
+    /// or `patience` has passed since its first try, as a producer that must not lose
+    /// events would. `None`: the failure is counted and the run moves on.
+    pub persist: Option<Duration>,
+    /// Events confirmed so far, readable while the run goes on.
+    pub confirmed: Arc<AtomicU64>,
+}
+
+impl Plan {
+    /// `n` events at `rate`, failures counted, not retried.
+    pub fn fixed(n: u64, rate: f64) -> Plan {
+        Plan {
+            limit: Arc::new(AtomicU64::new(n)),
+            rate,
+            persist: None,
+            confirmed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Claims the next event index, `None` once the limit is reached.
+    fn claim(&self, next: &AtomicU64) -> Option<u64> {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        (i < self.limit.load(Ordering::Relaxed)).then_some(i)
+    }
+}
+
+/// A pause between two tries of a persisted publish.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
     failed: AtomicU64,
+    retried: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
 
@@ -123,6 +164,7 @@ impl Tally {
         LoadReport {
             published: self.ok.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
             first_error: self
                 .first_error
                 .lock()
@@ -133,27 +175,63 @@ impl Tally {
     }
 }
 
+/// Whether an attempt that failed may be tried again under [`Plan::persist`].
+enum Failure {
+    /// The service may take it later (broker or database away, 5xx, timeout).
+    Transient(String),
+    /// Trying again cannot help (the request itself was refused).
+    Final(String),
+}
+
+/// After one try of a publish that started at `first`: `Some(outcome)` when the publish is
+/// settled (recorded here), `None` when it should be tried again (after a pause, taken
+/// here) under [`Plan::persist`].
+async fn settle(
+    plan: &Plan,
+    tally: &Tally,
+    first: Instant,
+    tried: Result<(), Failure>,
+) -> Option<()> {
+    let result = match tried {
+        Ok(()) => Ok(()),
+        Err(Failure::Final(e)) => Err(e),
+        Err(Failure::Transient(e)) => match plan.persist {
+            Some(patience) if first.elapsed() < patience => {
+                tally.retried.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                return None;
+            }
+            _ => Err(e),
+        },
+    };
+    if result.is_ok() {
+        plan.confirmed.fetch_add(1, Ordering::Relaxed);
+    }
+    tally.record(result);
+    Some(())
+}
+
 /// When message `i` of a run started at `start` is due at `rate` per second (0: now).
 fn due(start: Instant, i: u64, rate: f64) -> Option<tokio::time::Instant> {
     (rate > 0.0).then(|| (start + Duration::from_secs_f64(i as f64 / rate)).into())
 }
 
-/// Publishes `n` messages made by `body(i)` to `exchange`/`routing_key` at `rate`, with
-/// up to [`MAX_AMQP_IN_FLIGHT`] unconfirmed at once; returns when every one was
+/// Publishes the messages made by `body(i)` to `exchange`/`routing_key` as `plan` says,
+/// with up to [`MAX_AMQP_IN_FLIGHT`] unconfirmed at once; returns when every one was
 /// confirmed or failed.
 pub async fn publish_amqp(
     publisher: &Publisher,
     exchange: Arc<str>,
     routing_key: Arc<str>,
-    n: u64,
-    rate: f64,
+    plan: &Plan,
     body: impl Fn(u64) -> Vec<u8>,
 ) -> LoadReport {
     let slots = Arc::new(Semaphore::new(MAX_AMQP_IN_FLIGHT));
     let tally = Arc::new(Tally::default());
     let start = Instant::now();
-    for i in 0..n {
-        if let Some(at) = due(start, i, rate) {
+    let next = AtomicU64::new(0);
+    while let Some(i) = plan.claim(&next) {
+        if let Some(at) = due(start, i, plan.rate) {
             tokio::time::sleep_until(at).await;
         }
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -161,21 +239,26 @@ pub async fn publish_amqp(
         };
         let body = body(i);
         let publisher = publisher.clone();
-        let tally = tally.clone();
+        let (tally, plan) = (tally.clone(), plan.clone());
         let (exchange, routing_key) = (exchange.clone(), routing_key.clone());
         tokio::spawn(async move {
-            let result = publisher
-                .publish(OutgoingMessage {
-                    exchange: &exchange,
-                    routing_key: &routing_key,
-                    body: &body,
-                    message_id: None,
-                    headers: Vec::new(),
-                    mandatory: false,
-                })
-                .await
-                .map_err(|e| e.to_string());
-            tally.record(result);
+            let first = Instant::now();
+            loop {
+                let tried = publisher
+                    .publish(OutgoingMessage {
+                        exchange: &exchange,
+                        routing_key: &routing_key,
+                        body: &body,
+                        message_id: None,
+                        headers: Vec::new(),
+                        mandatory: false,
+                    })
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string()));
+                if settle(&plan, &tally, first, tried).await.is_some() {
+                    break;
+                }
+            }
             drop(permit);
         });
     }
@@ -184,51 +267,67 @@ pub async fn publish_amqp(
     tally.report(start.elapsed())
 }
 
-/// Sends `n` events through the ingestor's API at `rate` over [`HTTP_CONCURRENCY`]
-/// keep-alive connections; each counts once the API answered 202 (the broker confirmed).
+/// Sends events through the ingestors' API as `plan` says, over [`HTTP_CONCURRENCY`]
+/// keep-alive connections spread over `apis`; each counts once an API answered 202 (the
+/// broker confirmed).
 pub async fn publish_http(
-    api: SocketAddr,
+    apis: &[SocketAddr],
     token: Arc<str>,
     factory: Arc<EventFactory>,
     first_seq: u64,
-    n: u64,
-    rate: f64,
+    plan: &Plan,
 ) -> LoadReport {
     let next = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Tally::default());
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(HTTP_CONCURRENCY);
-    for _ in 0..HTTP_CONCURRENCY {
-        let (next, tally, token, factory) =
-            (next.clone(), tally.clone(), token.clone(), factory.clone());
+    for c in 0..HTTP_CONCURRENCY {
+        let Some(&api) = apis.get(c % apis.len().max(1)) else {
+            break;
+        };
+        let (next, tally, token, factory, plan) = (
+            next.clone(),
+            tally.clone(),
+            token.clone(),
+            factory.clone(),
+            plan.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut conn = HttpConn::new(api);
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return;
-                }
-                if let Some(at) = due(start, i, rate) {
+            while let Some(i) = plan.claim(&next) {
+                if let Some(at) = due(start, i, plan.rate) {
                     tokio::time::sleep_until(at).await;
                 }
                 let body = Bytes::from(factory.http_body(first_seq + i));
-                let result = match conn
-                    .request(
-                        hyper::Method::POST,
-                        "/api/v1/events",
-                        Some(&token),
-                        Some(body),
-                    )
-                    .await
-                {
-                    Ok((202, _)) => Ok(()),
-                    Ok((status, body)) => Err(format!(
-                        "POST /api/v1/events answered {status}: {}",
-                        String::from_utf8_lossy(&body)
-                    )),
-                    Err(e) => Err(format!("POST /api/v1/events: {e:#}")),
-                };
-                tally.record(result);
+                let first = Instant::now();
+                loop {
+                    let tried = match conn
+                        .request(
+                            hyper::Method::POST,
+                            "/api/v1/events",
+                            Some(&token),
+                            Some(body.clone()),
+                        )
+                        .await
+                    {
+                        Ok((202, _)) => Ok(()),
+                        Ok((status, body)) => {
+                            let e = format!(
+                                "POST /api/v1/events answered {status}: {}",
+                                String::from_utf8_lossy(&body)
+                            );
+                            if status >= 500 || status == 429 {
+                                Err(Failure::Transient(e))
+                            } else {
+                                Err(Failure::Final(e))
+                            }
+                        }
+                        Err(e) => Err(Failure::Transient(format!("POST /api/v1/events: {e:#}"))),
+                    };
+                    if settle(&plan, &tally, first, tried).await.is_some() {
+                        break;
+                    }
+                }
             }
         }));
     }
