@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use wf_broker::{Broker, Topology};
 use wf_core::config::{Config, Role};
 use wf_core::ids::{ApiKeyId, OrgId, WebhookId};
@@ -19,8 +19,13 @@ mod dlq;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Operate WorkFlows outbound webhooks.
+///
+/// Migrations, topology, API keys, dead letters, a local webhook receiver and load tests.
+/// Every command reads the same WF_* variables as the services, so it works on the
+/// deployment they do.
 #[derive(Parser)]
-#[command(name = "wfctl", version, about = "Operate WorkFlows outbound webhooks")]
+#[command(name = "wfctl", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,9 +40,11 @@ enum Command {
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
-    /// Load test (see BENCHMARKS.md): real worker processes on a fresh vhost and database deliver
-    /// to a loopback HTTPS receiver; prints one line per figure. Needs the release build
-    /// of wf-worker (and wf-ingestor for --via http) next to wfctl.
+    /// Load test: real workers deliver to a loopback HTTPS receiver (see BENCHMARKS.md).
+    ///
+    /// Real worker processes on a fresh vhost and database deliver to a loopback HTTPS
+    /// receiver; prints one line per figure. Needs the release build of wf-worker (and
+    /// wf-ingestor for --via http) next to wfctl.
     Bench(bench::BenchArgs),
     /// Dead deliveries: list them, or re-queue them once the endpoint has recovered.
     #[command(subcommand)]
@@ -51,6 +58,7 @@ enum DlqCommand {
         /// Only this webhook's (`whk_…`).
         #[arg(long)]
         webhook: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -59,6 +67,7 @@ enum DlqCommand {
         /// Only this webhook's (`whk_…`).
         #[arg(long)]
         webhook: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 100_000)]
         limit: usize,
     },
@@ -68,23 +77,30 @@ enum DlqCommand {
 enum ApiKeyCommand {
     /// Create a key for an organisation (created if new). The key is printed once.
     Create {
+        /// The organisation (`org_…`).
         #[arg(long)]
         org: String,
+        /// What the key is for, 1 to 100 characters.
         #[arg(long)]
         name: String,
     },
     /// Revoke a key by id (`key_…`).
-    Revoke { id: String },
+    Revoke {
+        /// The key's id (`key_…`), as `api-key create` printed it.
+        id: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Arguments first: `--help`, `--version` and a bad argument (exit status 2) never read
+    // the configuration or connect to anything.
+    let matches = Cli::command()
+        .after_help(wf_core::config::help(Role::Cli))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let config = Config::from_env(Role::Cli)?;
-    wf_telemetry::init_tracing(
-        std::env::var("WF_LOG").as_deref().unwrap_or("warn"),
-        config.log_format,
-    )?;
+    wf_telemetry::init_tracing(&config.log, config.log_format)?;
     match cli.command {
         Command::Bench(args) => bench::run(args, &config).await?,
         Command::Dlq(cmd) => {
