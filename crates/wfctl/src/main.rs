@@ -11,6 +11,7 @@ use wf_store::Store;
 
 mod bench;
 mod dlq;
+mod listen;
 
 /// jemalloc, as in the worker: `wfctl bench` runs its TLS receiver and load generator on
 /// the same cores as the system it measures, and under glibc malloc their allocations
@@ -49,6 +50,17 @@ enum Command {
     /// Dead deliveries: list them, or re-queue them once the endpoint has recovered.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// A local HTTPS webhook receiver: one line per delivery, both signatures checked.
+    ///
+    /// Serves HTTPS with a fresh self-signed certificate, written as PEM to --cert-out for
+    /// the worker's WF_EXTRA_ROOT_CA (the worker also needs WF_ALLOWED_TARGET_CIDRS to
+    /// deliver to a loopback address). Answers every request with --status and prints, on
+    /// stdout, one line per request: time, event type (X-WorkFlows-Event), delivery id
+    /// (X-WorkFlows-Delivery), attempt (X-WorkFlows-Attempt), and whether both signatures
+    /// verify against the webhook's secret (signatures=verified, INVALID(<headers>) or
+    /// unchecked(<why>)), then the status answered. Reads no WF_* variable.
+    #[command(verbatim_doc_comment)]
+    Listen(listen::ListenArgs),
 }
 
 #[derive(Subcommand)]
@@ -99,10 +111,21 @@ async fn main() -> anyhow::Result<()> {
         .after_help(wf_core::config::help(Role::Cli))
         .get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let config = Config::from_env(Role::Cli)?;
-    wf_telemetry::init_tracing(&config.log, config.log_format)?;
     match cli.command {
-        Command::Bench(args) => bench::run(args, &config).await?,
+        // The receiver talks to no part of a deployment: it needs no configuration.
+        Command::Listen(args) => listen::run(args).await,
+        command => {
+            let config = Config::from_env(Role::Cli)?;
+            wf_telemetry::init_tracing(&config.log, config.log_format)?;
+            operate(command, &config).await
+        }
+    }
+}
+
+async fn operate(command: Command, config: &Config) -> anyhow::Result<()> {
+    match command {
+        Command::Listen(args) => listen::run(args).await?,
+        Command::Bench(args) => bench::run(args, config).await?,
         Command::Dlq(cmd) => {
             let (webhook, limit, replay) = match cmd {
                 DlqCommand::List { webhook, limit } => (webhook, limit, false),
@@ -111,10 +134,10 @@ async fn main() -> anyhow::Result<()> {
             let webhook = webhook
                 .map(|w| WebhookId::parse(&w).context("--webhook"))
                 .transpose()?;
-            let store = store(&config).await?;
+            let store = store(config).await?;
             let broker = Broker::connect(&config.amqp_url).await?;
             broker
-                .declare_topology(&Topology::for_config(&config))
+                .declare_topology(&Topology::for_config(config))
                 .await?;
             let res = if replay {
                 dlq::replay(&store, &broker, webhook.as_ref(), limit).await
@@ -131,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Topology => {
             let broker = Broker::connect(&config.amqp_url).await?;
             broker
-                .declare_topology(&Topology::for_config(&config))
+                .declare_topology(&Topology::for_config(config))
                 .await?;
             broker.close().await;
             println!("topology declared");
@@ -143,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
                 !name.is_empty() && name.chars().count() <= 100,
                 "--name must be 1 to 100 characters"
             );
-            let store = store(&config).await?;
+            let store = store(config).await?;
             let (key, token) = store.create_api_key(&org, name).await?;
             println!("{token}");
             eprintln!(
@@ -153,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
             let id = ApiKeyId::parse(&id).context("API key id")?;
-            let store = store(&config).await?;
+            let store = store(config).await?;
             match store.revoke_api_key(None, &id).await? {
                 Some(k) => println!("revoked {} ({})", k.id, k.name),
                 None => anyhow::bail!("no active API key {id}"),
