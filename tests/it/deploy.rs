@@ -503,3 +503,26 @@ fn deploy_files_and_docs_name_only_known_variables() {
         unknown.join("\n")
     );
 }
+
+/// The HA overlay's node list passes `WF_AMQP_URL`'s start-up checks (with the operator's
+/// credentials filled in), and names three nodes: three quorum replicas even without its
+/// `WF_QUORUM_GROUP_SIZE`.
+#[test]
+fn the_ha_overlay_node_list_is_a_valid_amqp_url_list() {
+    let patch = load_yaml(&deploy_dir().join("k8s/overlays/ha/services-env.yaml"));
+    let list = patch[0]
+        .as_vec()
+        .expect("a list of JSON patch operations")
+        .iter()
+        .find(|op| op["value"]["name"].as_str() == Some("WF_AMQP_URL"))
+        .and_then(|op| op["value"]["value"].as_str())
+        .expect("the overlay sets WF_AMQP_URL")
+        .replace("$(RABBITMQ_USER)", "user")
+        .replace("$(RABBITMQ_PASSWORD)", "password");
+    let config = wf_core::config::Config::from_lookup(wf_core::config::Role::Worker, |k| {
+        (k == "WF_AMQP_URL").then(|| list.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.amqp_url.split(',').count(), 3, "{}", config.amqp_url);
+    assert_eq!(config.quorum_group_size, 3);
+}
