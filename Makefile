@@ -90,10 +90,10 @@ schemathesis: services ## property-based test of the live API against docs/opena
 openapi: ## regenerate docs/openapi.json from the code
 	$(CARGO) run -q -p wf-ingestor -- openapi > docs/openapi.json
 
-run: services build ## start wf-ingestor + wf-worker in the background (.run/), print a demo API key and curls
+run: services build ## start wfctl listen, wf-ingestor and wf-worker (.run/), deliver a first event to the listener, print it and curls
 	$(SERVICES) start-app
 
-stop: ## stop what `make run` started
+stop: ## stop what `make run` started (listener included)
 	$(SERVICES) stop-app
 
 bench: services ## load test: wfctl bench $(BENCH_ARGS), e.g. make bench BENCH_ARGS="--events 10000 --rate 2000 --webhooks 10"

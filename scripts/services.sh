@@ -6,10 +6,16 @@
 #   scripts/services.sh test-tools  (make test) install what the tests run besides the
 #                                   services (promtool), or fail saying what is missing
 #   scripts/services.sh status      say whether each dependency is reachable
-#   scripts/services.sh start-app   (make run) start target/release/wf-ingestor and wf-worker
-#                                   in the background, wait for /readyz, create a demo API key
-#                                   and print curl commands to try the API
+#   scripts/services.sh start-app   (make run) start `wfctl listen` (a local HTTPS receiver),
+#                                   then target/release/wf-ingestor and wf-worker trusting it,
+#                                   in the background; wait for /readyz, create a demo API key
+#                                   and a demo webhook to the receiver, send an event, wait until
+#                                   the receiver got it with both signatures verified, and print
+#                                   that line and curl commands to try the API
 #   scripts/services.sh stop-app    (make stop) stop the processes started by start-app
+#
+# start-app listens on HTTP_ADDR (127.0.0.1:8080), INGESTOR_METRICS (127.0.0.1:9464),
+# WORKER_METRICS (127.0.0.1:9465) and LISTEN_ADDR (127.0.0.1:8443); set them to move a port.
 #
 # Everything here is for a developer or CI machine; production runs the services under an
 # orchestrator (see deploy/).
@@ -25,10 +31,12 @@ AMQP_PORT="${AMQP_PORT:-5672}"
 WAIT_SECS="${WAIT_SECS:-90}"          # bound on every wait below
 RUN_DIR="${RUN_DIR:-$ROOT/.run}"
 BIN_DIR="${BIN_DIR:-$ROOT/target/release}"
-HTTP_ADDR="127.0.0.1:8080"
-INGESTOR_METRICS="127.0.0.1:9464"
-WORKER_METRICS="127.0.0.1:9465"
+HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8080}"
+INGESTOR_METRICS="${INGESTOR_METRICS:-127.0.0.1:9464}"
+WORKER_METRICS="${WORKER_METRICS:-127.0.0.1:9465}"
+LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8443}"   # wfctl listen (an IPv4 address)
 DEMO_ORG="${DEMO_ORG:-org_demo}"
+DELIVERY_WAIT_SECS="${DELIVERY_WAIT_SECS:-60}" # bound on waiting for the demo delivery
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -209,7 +217,7 @@ cmd_status() {
     local rc=0
     if pg_accepting; then log "PostgreSQL $PG_HOST:$PG_PORT: accepting"; else log "PostgreSQL $PG_HOST:$PG_PORT: DOWN"; rc=1; fi
     if tcp_open "$AMQP_HOST" "$AMQP_PORT"; then log "RabbitMQ $AMQP_HOST:$AMQP_PORT: accepting"; else log "RabbitMQ $AMQP_HOST:$AMQP_PORT: DOWN"; rc=1; fi
-    for name in wf-ingestor wf-worker; do
+    for name in wfctl-listen wf-ingestor wf-worker; do
         if pid="$(app_pid "$name")"; then log "$name: running (pid $pid)"; else log "$name: not running"; fi
     done
     return "$rc"
@@ -217,15 +225,17 @@ cmd_status() {
 
 # ---------------------------------------------------------------- the app (make run/stop)
 
-# The pid of a process started by start-app, if it is still that program.
+# The pid of a process started by start-app (wf-ingestor, wf-worker or wfctl-listen), if it
+# is still that program.
 app_pid() {
-    local name="$1" pidfile="$RUN_DIR/$1.pid" pid
+    local name="$1" pidfile="$RUN_DIR/$1.pid" pid program="/$1( |\$)"
+    [ "$name" = wfctl-listen ] && program="/wfctl listen( |\$)"
     [ -f "$pidfile" ] || return 1
     pid="$(cat "$pidfile")"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     kill -0 "$pid" 2>/dev/null || return 1
     # Guard against a recycled pid: only ever signal a process running our binary.
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq -- "/$name( |$)" || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -Eq -- "$program" || return 1
     echo "$pid"
 }
 
@@ -245,7 +255,7 @@ http_ok() {
 
 cmd_stop_app() {
     local name pid
-    for name in wf-worker wf-ingestor; do
+    for name in wf-worker wf-ingestor wfctl-listen; do
         if pid="$(app_pid "$name")"; then
             log "stopping $name (pid $pid, SIGTERM)"
             kill -TERM "$pid" 2>/dev/null || true
@@ -259,14 +269,99 @@ cmd_stop_app() {
     done
 }
 
+# start_one NAME METRICS_ADDR: a service in the background, delivering to the local
+# receiver: its certificate is trusted (added to any WF_EXTRA_ROOT_CA of the environment) and
+# its address allowed (added to any WF_ALLOWED_TARGET_CIDRS).
 start_one() {
     local name="$1" metrics_addr="$2"
     local bin="$BIN_DIR/$name"
     [ -x "$bin" ] || die "$bin not found: run 'make build' first"
     : >"$RUN_DIR/$name.log"
-    WF_METRICS_ADDR="$metrics_addr" nohup "$bin" >>"$RUN_DIR/$name.log" 2>&1 </dev/null &
+    WF_METRICS_ADDR="$metrics_addr" WF_HTTP_ADDR="$HTTP_ADDR" \
+        WF_EXTRA_ROOT_CA="$RUN_DIR/extra-roots.pem" \
+        WF_ALLOWED_TARGET_CIDRS="${WF_ALLOWED_TARGET_CIDRS:+$WF_ALLOWED_TARGET_CIDRS,}${LISTEN_ADDR%:*}/32" \
+        nohup "$bin" >>"$RUN_DIR/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN_DIR/$name.pid"
     log "started $name (pid $!, log $RUN_DIR/$name.log, ops http://$metrics_addr)"
+}
+
+# The local HTTPS receiver the demo webhook delivers to. It writes a fresh certificate, and
+# reads the webhook's secret from $RUN_DIR/listen-secret for every request: the secret exists
+# only once the webhook is created, after the services it must trust the certificate are up.
+start_listen() {
+    local bin="$BIN_DIR/wfctl" cert="$RUN_DIR/listen-cert.pem" logfile="$RUN_DIR/wfctl-listen.log"
+    [ -x "$bin" ] || die "$bin not found: run 'make build' first"
+    rm -f "$cert" "$RUN_DIR/listen-secret"
+    : >"$logfile"
+    nohup "$bin" listen --addr "$LISTEN_ADDR" --cert-out "$cert" \
+        --secret-file "$RUN_DIR/listen-secret" >>"$logfile" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/wfctl-listen.pid"
+    local deadline=$((SECONDS + WAIT_SECS))
+    # It prints where it listens once it is bound and the certificate is written.
+    until grep -q 'listening on https://' "$logfile" 2>/dev/null; do
+        if ! app_pid wfctl-listen >/dev/null; then
+            cat "$logfile" >&2 || true
+            die "wfctl listen exited during start-up (is $LISTEN_ADDR in use? set LISTEN_ADDR); log above ($logfile)"
+        fi
+        [ "$SECONDS" -lt "$deadline" ] || die "wfctl listen not listening on $LISTEN_ADDR after ${WAIT_SECS}s ($logfile)"
+        sleep 0.2
+    done
+    # What the services trust for delivery: the receiver's certificate, after any roots the
+    # environment already names.
+    {
+        if [ -n "${WF_EXTRA_ROOT_CA:-}" ]; then cat "$WF_EXTRA_ROOT_CA"; fi
+        cat "$cert"
+    } >"$RUN_DIR/extra-roots.pem"
+    log "started wfctl listen (pid $(cat "$RUN_DIR/wfctl-listen.pid"), https://$LISTEN_ADDR, log $logfile)"
+}
+
+# api METHOD PATH [BODY]: the demo key's request to the API; prints the body, fails unless 2xx.
+api() {
+    local args=(-sS --fail-with-body --max-time 10 -X "$1" -H "Authorization: Bearer $DEMO_KEY")
+    [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' -d "$3")
+    curl "${args[@]}" "http://$HTTP_ADDR/api/v1$2"
+}
+
+# The demo webhook: the one of the previous run is deleted, a new one delivers `alert.*` to
+# the receiver, and its secret is handed to the receiver.
+demo_webhook() {
+    local id_file="$RUN_DIR/demo-webhook-id" old out
+    old="$(cat "$id_file" 2>/dev/null || true)"
+    if [[ "$old" =~ ^whk_[A-Za-z0-9]+$ ]]; then
+        api DELETE "/webhooks/$old" >/dev/null 2>&1 || true
+    fi
+    rm -f "$id_file"
+    out="$(api POST /webhooks "{\"name\": \"make run demo\", \"url\": \"https://$LISTEN_ADDR/webhooks/demo\", \"events\": [\"alert.*\"]}")" ||
+        die "creating the demo webhook failed: $out"
+    DEMO_WEBHOOK="$(printf '%s' "$out" | grep -oE '"id": *"whk_[A-Za-z0-9]+"' | head -1 | grep -oE 'whk_[A-Za-z0-9]+' || true)"
+    local secret
+    secret="$(printf '%s' "$out" | grep -oE '"secret": *"whsec_[A-Za-z0-9+/=]+"' | grep -oE 'whsec_[A-Za-z0-9+/=]+' || true)"
+    [ -n "$DEMO_WEBHOOK" ] && [ -n "$secret" ] || die "no webhook id or secret in the API's answer: $out"
+    printf '%s\n' "$DEMO_WEBHOOK" >"$id_file"
+    (umask 077 && printf '%s\n' "$secret" >"$RUN_DIR/listen-secret")
+    log "created the demo webhook $DEMO_WEBHOOK -> https://$LISTEN_ADDR/webhooks/demo (alert.*)"
+}
+
+# Sends an alert.created event and waits until the receiver printed its delivery; prints
+# that line. Fails when the delivery does not verify or does not come.
+demo_delivery() {
+    local out logfile="$RUN_DIR/wfctl-listen.log" line=""
+    out="$(api POST /events '{"event": "alert.created", "data": {"alertId": "alt_demo", "title": "Hello from make run", "severity": "high"}}')" ||
+        die "sending the demo event failed: $out"
+    log "sent alert.created ($(printf '%s' "$out" | grep -oE 'evt_[A-Za-z0-9]+' | head -1)); waiting for its delivery"
+    local deadline=$((SECONDS + DELIVERY_WAIT_SECS))
+    until line="$(grep -E ' alert\.created dlv_[A-Za-z0-9]+ attempt=' "$logfile" | head -1)" && [ -n "$line" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            tail -n 20 "$RUN_DIR/wf-worker.log" >&2 || true
+            die "no delivery reached wfctl listen within ${DELIVERY_WAIT_SECS}s (worker log above; $logfile). The services are still running: make stop"
+        fi
+        sleep 0.2
+    done
+    DEMO_LINE="$line"
+    case "$line" in
+        *"signatures=verified"*) ;;
+        *) die "the demo delivery arrived but did not verify: $line" ;;
+    esac
 }
 
 wait_ready() {
@@ -289,6 +384,7 @@ wait_ready() {
 cmd_start_app() {
     mkdir -p "$RUN_DIR"
     cmd_stop_app
+    start_listen
     start_one wf-ingestor "$INGESTOR_METRICS"
     start_one wf-worker "$WORKER_METRICS"
     wait_ready wf-ingestor "$INGESTOR_METRICS"
@@ -308,25 +404,39 @@ cmd_start_app() {
         [ -n "$key" ] || die "no wf_live_ key in the output of wfctl api-key create: $out"
         (umask 077 && printf '%s\n' "$key" >"$key_file")
     fi
+    DEMO_KEY="$key"
+    demo_webhook
+    demo_delivery
 
     cat <<EOF
 
 WorkFlows webhooks is running (stop it with: make stop)
-  API      http://$HTTP_ADDR/api/v1        logs: $RUN_DIR/wf-ingestor.log
-  worker   http://$WORKER_METRICS/metrics  logs: $RUN_DIR/wf-worker.log
+  API       http://$HTTP_ADDR/api/v1        logs: $RUN_DIR/wf-ingestor.log
+  worker    http://$WORKER_METRICS/metrics  logs: $RUN_DIR/wf-worker.log
+  receiver  https://$LISTEN_ADDR (wfctl listen)  one line per delivery: $RUN_DIR/wfctl-listen.log
   API key for $DEMO_ORG: $key
+  demo webhook $DEMO_WEBHOOK (alert.*) -> https://$LISTEN_ADDR/webhooks/demo
 
-Register a webhook (the URL must be public https; use WF_ALLOWED_TARGET_CIDRS for a local receiver):
+The first delivery, as wfctl listen printed it (time, event, delivery id, attempt, both signatures):
 
-curl -sS -X POST http://$HTTP_ADDR/api/v1/webhooks \\
-  -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\
-  -d '{"name": "demo", "url": "https://example.com/webhooks/workflows", "events": ["alert.*"]}'
+  $DEMO_LINE
 
-Send an event:
+Send another event, and watch it arrive (tail -f $RUN_DIR/wfctl-listen.log):
 
 curl -sS -X POST http://$HTTP_ADDR/api/v1/events \\
   -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\
   -d '{"event": "alert.created", "data": {"alertId": "alt_123", "severity": "high"}}'
+
+The demo webhook's delivery log:
+
+curl -sS http://$HTTP_ADDR/api/v1/webhooks/$DEMO_WEBHOOK/deliveries -H 'Authorization: Bearer $key'
+
+Register a webhook of your own (the URL must be public https; WF_ALLOWED_TARGET_CIDRS and
+WF_EXTRA_ROOT_CA admit a local receiver, as for the demo):
+
+curl -sS -X POST http://$HTTP_ADDR/api/v1/webhooks \\
+  -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\
+  -d '{"name": "demo", "url": "https://example.com/webhooks/workflows", "events": ["alert.*"]}'
 
 EOF
 }

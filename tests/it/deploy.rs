@@ -468,3 +468,61 @@ fn the_ha_overlay_points_the_services_at_clusters() {
     let config = std::fs::read_to_string(overlay.join("config.yaml")).unwrap();
     assert!(config.contains("WF_QUORUM_GROUP_SIZE") && config.contains("\"3\""));
 }
+
+/// Every `WF_*` variable the deployment files and the docs set or mention is one the
+/// processes read (`wf_core::config::VARIABLES`): a setting the code does not know would be
+/// silently ignored. The one exception is a key of the KEDA trigger's Secret.
+#[test]
+fn deploy_files_and_docs_name_only_known_variables() {
+    const NOT_OURS: &[&str] = &["WF_KEDA_AMQP_URL"];
+    let known: BTreeSet<&str> = wf_core::config::VARIABLES.iter().map(|v| v.name).collect();
+    let mut files = files_with_extension(&deploy_dir(), &["yml", "yaml", "md", "json"]);
+    files.extend(files_with_extension(&repo_root().join("docs"), &["md"]));
+    files.push(deploy_dir().join("Dockerfile"));
+    files.push(repo_root().join("README.md"));
+    let mut unknown = Vec::new();
+    for file in &files {
+        let text = read(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("WF_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len().max(3)..];
+            // `WF_*`, the family, is not a name.
+            let name = name.trim_end_matches('_');
+            if name != "WF" && !known.contains(name) && !NOT_OURS.contains(&name) {
+                unknown.push(format!("{}: {name}", relative(file)));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "not variables of config::VARIABLES:\n{}",
+        unknown.join("\n")
+    );
+}
+
+/// The HA overlay's node list passes `WF_AMQP_URL`'s start-up checks (with the operator's
+/// credentials filled in), and names three nodes: three quorum replicas even without its
+/// `WF_QUORUM_GROUP_SIZE`.
+#[test]
+fn the_ha_overlay_node_list_is_a_valid_amqp_url_list() {
+    let patch = load_yaml(&deploy_dir().join("k8s/overlays/ha/services-env.yaml"));
+    let list = patch[0]
+        .as_vec()
+        .expect("a list of JSON patch operations")
+        .iter()
+        .find(|op| op["value"]["name"].as_str() == Some("WF_AMQP_URL"))
+        .and_then(|op| op["value"]["value"].as_str())
+        .expect("the overlay sets WF_AMQP_URL")
+        .replace("$(RABBITMQ_USER)", "user")
+        .replace("$(RABBITMQ_PASSWORD)", "password");
+    let config = wf_core::config::Config::from_lookup(wf_core::config::Role::Worker, |k| {
+        (k == "WF_AMQP_URL").then(|| list.clone())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.amqp_url.split(',').count(), 3, "{}", config.amqp_url);
+    assert_eq!(config.quorum_group_size, 3);
+}

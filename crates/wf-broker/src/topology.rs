@@ -16,11 +16,8 @@ use wf_core::config::QueueType;
 /// graceful shutdown hands in-flight messages back, which counts as a redelivery too.
 pub const DELIVERY_LIMIT: i64 = 20;
 
-/// Replicas of each quorum queue unless configured: every node, up to 3 (a quorum of 2
-/// survives one node's loss; more replicas cost writes and buy little).
-pub const DEFAULT_QUORUM_GROUP_SIZE: u16 = 3;
-
-/// What to declare. Built from configuration (`WF_QUEUE_TYPE`, `WF_RETRY_SCHEDULE`).
+/// What to declare. Built from configuration (`WF_QUEUE_TYPE`, `WF_RETRY_SCHEDULE`,
+/// `WF_QUORUM_GROUP_SIZE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
     /// `x-queue-type` of every declared queue.
@@ -34,13 +31,14 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The topology a deployment's configuration asks for: its queue type and one retry
-    /// queue per distinct delay of its schedule. Every service and `wfctl` declares this.
+    /// The topology a deployment's configuration asks for: its queue type, one retry
+    /// queue per distinct delay of its schedule and its quorum queues' replicas. Every
+    /// service and `wfctl` declares this.
     pub fn for_config(config: &wf_core::config::Config) -> Topology {
         Topology {
             queue_type: config.queue_type,
             retry_delays: config.retry_schedule.distinct_delays(),
-            quorum_group_size: Some(DEFAULT_QUORUM_GROUP_SIZE),
+            quorum_group_size: Some(config.quorum_group_size),
         }
     }
 }
@@ -319,6 +317,42 @@ mod tests {
         };
         for q in queues(&unset) {
             assert_eq!(get(&q, GROUP_SIZE), None, "{}", q.name);
+        }
+    }
+
+    /// `WF_QUORUM_GROUP_SIZE` (by default one replica per `WF_AMQP_URL` node, at most 3)
+    /// is what every quorum queue asks for.
+    #[test]
+    fn the_configured_replica_count_is_asked_for() {
+        let size = |vars: &[(&str, &str)]| {
+            let config = wf_core::config::Config::from_lookup(wf_core::config::Role::Worker, |k| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .unwrap();
+            Topology::for_config(&config).quorum_group_size
+        };
+        assert_eq!(size(&[]), Some(1));
+        let four = "amqp://a/%2f,amqp://b/%2f,amqp://c/%2f,amqp://d/%2f";
+        assert_eq!(size(&[("WF_AMQP_URL", four)]), Some(3));
+        assert_eq!(
+            size(&[("WF_AMQP_URL", "amqp://a/%2f,amqp://b/%2f")]),
+            Some(2)
+        );
+        let five = [("WF_AMQP_URL", four), ("WF_QUORUM_GROUP_SIZE", "5")];
+        assert_eq!(size(&five), Some(5));
+        let t = Topology {
+            quorum_group_size: size(&five),
+            ..topology(QueueType::Quorum)
+        };
+        for q in queues(&t) {
+            assert_eq!(
+                get(&q, GROUP_SIZE),
+                Some(&AMQPValue::LongLongInt(5)),
+                "{}",
+                q.name
+            );
         }
     }
 

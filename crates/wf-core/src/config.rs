@@ -86,8 +86,11 @@ pub struct ConfigError {
 pub struct Config {
     /// `WF_DATABASE_URL`: Postgres connection URL.
     pub database_url: String,
-    /// `WF_AMQP_URL`: RabbitMQ connection URL.
+    /// `WF_AMQP_URL`: RabbitMQ node URLs, comma-separated, each checked.
     pub amqp_url: String,
+    /// `WF_QUORUM_GROUP_SIZE`: replicas of each quorum queue declared
+    /// (`x-quorum-initial-group-size`).
+    pub quorum_group_size: u16,
     /// `WF_HTTP_ADDR`: the ingestor's API listen address.
     pub http_addr: SocketAddr,
     /// `WF_METRICS_ADDR`: `/metrics`, `/healthz`, `/readyz`.
@@ -142,7 +145,8 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("database_url", &redact_url_password(&self.database_url))
-            .field("amqp_url", &redact_url_password(&self.amqp_url))
+            .field("amqp_url", &redact_url_list(&self.amqp_url))
+            .field("quorum_group_size", &self.quorum_group_size)
             .field("http_addr", &self.http_addr)
             .field("metrics_addr", &self.metrics_addr)
             .field("allowed_target_cidrs", &self.allowed_target_cidrs)
@@ -173,21 +177,266 @@ const REDACTED: &str = "<redacted>";
 /// still read each other's secrets.
 const DEV_SECRET_KEY: [u8; 32] = *b"workflows-dev-key-NOT-FOR-PROD!!";
 
-/// Defaults, as the README's configuration table lists them.
-pub mod defaults {
-    pub const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/workflows";
-    pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
-    pub const INGESTOR_METRICS_ADDR: &str = "127.0.0.1:9464";
-    pub const WORKER_METRICS_ADDR: &str = "127.0.0.1:9465";
-    pub const RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h";
-    pub const DELIVERY_TIMEOUT: &str = "10s";
-    pub const WORKER_CONCURRENCY: u16 = 256;
-    pub const ENDPOINT_MAX_CONCURRENCY: u16 = 64;
-    pub const SHUTDOWN_GRACE: &str = "30s";
-    pub const LOG: &str = "info";
-    pub const DELIVERY_LOG_RETENTION: &str = "7d";
-    pub const AUTO_DISABLE_AFTER: &str = "5d";
+/// What a variable is when it is not set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultValue {
+    /// This value, for every process.
+    Same(&'static str),
+    /// A value per process.
+    ByRole {
+        ingestor: &'static str,
+        worker: &'static str,
+        cli: &'static str,
+    },
+    /// No value; the words say what happens instead (shown as they are, not as a value).
+    Absent(&'static str),
+}
+
+/// One `WF_*` variable: its name, its default and what it means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Variable {
+    pub name: &'static str,
+    pub default: DefaultValue,
+    /// One sentence, shown by `--help`.
+    pub meaning: &'static str,
+}
+
+/// The configuration table: every variable any process reads, in the order `--help` and
+/// the README list them. [`Config::from_lookup`] takes each default from here and reads no
+/// variable that is not listed (a unit test holds it to that), `--help` is rendered from it
+/// ([`help`]), and a test checks the README's configuration table against it.
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "WF_DATABASE_URL",
+        default: DefaultValue::Same("postgres://postgres@127.0.0.1:5432/workflows"),
+        meaning: "Postgres connection URL (the database is created if missing)",
+    },
+    Variable {
+        name: "WF_AMQP_URL",
+        default: DefaultValue::Same("amqp://guest:guest@127.0.0.1:5672/%2f"),
+        meaning: "RabbitMQ: the amqp:// or amqps:// URL of each node, comma-separated \
+                  (connects to any of them, fails over to the others); connections ask \
+                  for 32 KiB frames unless a URL sets ?frame_max=",
+    },
+    Variable {
+        name: "WF_QUORUM_GROUP_SIZE",
+        default: DefaultValue::Absent("the number of WF_AMQP_URL nodes, at most 3"),
+        meaning: "replicas of each quorum queue (x-quorum-initial-group-size), 1 to 7; \
+                  applies to queues declared from now on, existing queues keep theirs",
+    },
+    Variable {
+        name: "WF_HTTP_ADDR",
+        default: DefaultValue::Same("127.0.0.1:8080"),
+        meaning: "the ingestor's API listen address (IP:port)",
+    },
+    Variable {
+        name: "WF_METRICS_ADDR",
+        default: DefaultValue::ByRole {
+            ingestor: "127.0.0.1:9464",
+            worker: "127.0.0.1:9465",
+            cli: "127.0.0.1:9465",
+        },
+        meaning: "listen address of /metrics, /healthz and /readyz (IP:port)",
+    },
+    Variable {
+        name: "WF_ALLOWED_TARGET_CIDRS",
+        default: DefaultValue::Absent("empty"),
+        meaning: "comma-separated CIDRs exempt from the private-address block (tests, \
+                  on-prem receivers); logged loudly when set",
+    },
+    Variable {
+        name: "WF_EXTRA_ROOT_CA",
+        default: DefaultValue::Absent("unset"),
+        meaning: "PEM file of extra trusted roots for delivery TLS (added to the public \
+                  webpki roots)",
+    },
+    Variable {
+        name: "WF_RETRY_SCHEDULE",
+        default: DefaultValue::Same("5s,30s,2m,10m,30m,1h,2h,4h,8h,16h,24h"),
+        meaning: "delays before retry 1..N; after the last one fails the delivery is dead",
+    },
+    Variable {
+        name: "WF_DELIVERY_TIMEOUT",
+        default: DefaultValue::Same("10s"),
+        meaning: "whole-request timeout of a delivery attempt (connect, TLS, headers, \
+                  body); below 25m",
+    },
+    Variable {
+        name: "WF_WORKER_CONCURRENCY",
+        default: DefaultValue::Same("256"),
+        meaning: "deliveries in flight per worker, whatever the fan-out (the AMQP \
+                  prefetch is twice it), 1 to 65535",
+    },
+    Variable {
+        name: "WF_ENDPOINT_MAX_CONCURRENCY",
+        default: DefaultValue::Same("64"),
+        meaning: "upper bound of each endpoint's adaptive concurrency limit (deliveries \
+                  in flight to one scheme://host:port from one worker), 1 to 10000",
+    },
+    Variable {
+        name: "WF_SECRET_KEY",
+        default: DefaultValue::Absent("built-in development key (loud warning)"),
+        meaning: "comma-separated keys, each base64 of 32 bytes, new first: the first \
+                  encrypts webhook secrets and custom headers at rest, any listed key \
+                  decrypts; the same list on every process of a deployment",
+    },
+    Variable {
+        name: "WF_QUEUE_TYPE",
+        default: DefaultValue::Same("quorum"),
+        meaning: "type of the declared queues: quorum or classic",
+    },
+    Variable {
+        name: "WF_SHUTDOWN_GRACE",
+        default: DefaultValue::Same("30s"),
+        meaning: "drain time on SIGTERM",
+    },
+    Variable {
+        name: "WF_LOG",
+        default: DefaultValue::ByRole {
+            ingestor: "info",
+            worker: "info",
+            cli: "warn",
+        },
+        meaning: "tracing filter, e.g. info or wf_worker=debug,info",
+    },
+    Variable {
+        name: "WF_LOG_FORMAT",
+        default: DefaultValue::Same("text"),
+        meaning: "log format: text, or json for structured logs",
+    },
+    Variable {
+        name: "WF_DELIVERY_LOG_RETENTION",
+        default: DefaultValue::Same("7d"),
+        meaning: "how long deliveries, attempts and payloads are kept in Postgres",
+    },
+    Variable {
+        name: "WF_HTTP_HEADER_TIMEOUT",
+        default: DefaultValue::Same("10s"),
+        meaning: "ingestor: time for a request's headers to arrive (and for an idle \
+                  keep-alive connection), then the connection is closed; up to 1h",
+    },
+    Variable {
+        name: "WF_HTTP_REQUEST_TIMEOUT",
+        default: DefaultValue::Same("30s"),
+        meaning: "ingestor: time from the headers to the response, body read included, \
+                  then 408 request_timeout; up to 1h",
+    },
+    Variable {
+        name: "WF_HTTP_MAX_CONNECTIONS",
+        default: DefaultValue::Same("10000"),
+        meaning: "ingestor: open API connections, 1 to 1000000; one more is answered 503 \
+                  too_many_connections and closed",
+    },
+    Variable {
+        name: "WF_API_RATE_LIMIT_EVENTS",
+        default: DefaultValue::Same("5000,10000"),
+        meaning: "ingestor: POST /api/v1/events per API key, <per second>[,<burst>]; 0 \
+                  turns it off; over it, 429 with Retry-After",
+    },
+    Variable {
+        name: "WF_API_RATE_LIMIT_MANAGEMENT",
+        default: DefaultValue::Same("100,200"),
+        meaning: "ingestor: every other authenticated route per API key, a budget of its \
+                  own, same syntax",
+    },
+    Variable {
+        name: "WF_AUTO_DISABLE_AFTER",
+        default: DefaultValue::Same("5d"),
+        meaning: "a webhook with no 2xx for this long, and at least 10 failed attempts \
+                  since its last one, is disabled",
+    },
+];
+
+/// The variable of that name in [`VARIABLES`].
+pub fn variable(name: &str) -> Option<&'static Variable> {
+    VARIABLES.iter().find(|v| v.name == name)
+}
+
+impl Variable {
+    /// The value used when the variable is unset in a process of `role`; `None` when
+    /// there is none (see [`DefaultValue::Absent`]).
+    pub fn default_for(&self, role: Role) -> Option<&'static str> {
+        match self.default {
+            DefaultValue::Same(v) => Some(v),
+            DefaultValue::ByRole {
+                ingestor,
+                worker,
+                cli,
+            } => Some(match role {
+                Role::Ingestor => ingestor,
+                Role::Worker => worker,
+                Role::Cli => cli,
+            }),
+            DefaultValue::Absent(_) => None,
+        }
+    }
+
+    /// The default as the README's configuration table writes it: values in backticks,
+    /// per-process values named by process (`ingestor `a`, worker and wfctl `b``), words
+    /// as they are.
+    pub fn default_markdown(&self) -> String {
+        match self.default {
+            DefaultValue::Same(v) => format!("`{v}`"),
+            DefaultValue::Absent(words) => words.to_owned(),
+            DefaultValue::ByRole {
+                ingestor,
+                worker,
+                cli,
+            } => {
+                let mut groups: Vec<(Vec<&str>, &str)> = Vec::new();
+                for (who, value) in [("ingestor", ingestor), ("worker", worker), ("wfctl", cli)] {
+                    match groups.iter_mut().find(|(_, v)| *v == value) {
+                        Some((names, _)) => names.push(who),
+                        None => groups.push((vec![who], value)),
+                    }
+                }
+                groups
+                    .iter()
+                    .map(|(names, value)| format!("{} `{value}`", names.join(" and ")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        }
+    }
+}
+
+/// The configuration section of a binary's `--help`: every variable of [`VARIABLES`] with
+/// its default in a process of `role` and its meaning.
+pub fn help(role: Role) -> String {
+    let mut out = String::from("Configuration (environment variables):\n");
+    wrap(
+        &mut out,
+        "  ",
+        "Every variable has a working local default; a value that is set but invalid \
+         stops the process with an error naming the variable.",
+    );
+    for v in VARIABLES {
+        let default = match (v.default_for(role), v.default) {
+            (Some(value), _) => value,
+            (None, DefaultValue::Absent(words)) => words,
+            (None, _) => "",
+        };
+        out.push_str(&format!("  {}  [default: {default}]\n", v.name));
+        wrap(&mut out, "          ", v.meaning);
+    }
+    out
+}
+
+/// Appends `text` as lines of at most 90 columns, each starting with `indent`.
+fn wrap(out: &mut String, indent: &str, text: &str) {
+    const WIDTH: usize = 90;
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > WIDTH {
+            out.push_str(&format!("{indent}{line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&format!("{indent}{line}\n"));
 }
 
 /// RabbitMQ closes a channel whose delivery stays unacked for `consumer_timeout` (30 minutes
@@ -218,23 +467,16 @@ impl Config {
         role: Role,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let get = |name: &'static str| Var::new(name, lookup(name));
+        let get = |name: &'static str| Var::new(name, role, lookup(name));
 
         let database_url = get("WF_DATABASE_URL").url(
-            defaults::DATABASE_URL,
             &["postgres://", "postgresql://"],
             "expected a Postgres URL starting with postgres:// or postgresql://",
         )?;
-        let amqp_url = get("WF_AMQP_URL").url(
-            defaults::AMQP_URL,
-            &["amqp://", "amqps://"],
-            "expected a RabbitMQ URL starting with amqp:// or amqps://",
-        )?;
-        let http_addr = get("WF_HTTP_ADDR").socket_addr(defaults::HTTP_ADDR)?;
-        let metrics_addr = get("WF_METRICS_ADDR").socket_addr(match role {
-            Role::Ingestor => defaults::INGESTOR_METRICS_ADDR,
-            Role::Worker | Role::Cli => defaults::WORKER_METRICS_ADDR,
-        })?;
+        let (amqp_url, amqp_nodes) = get("WF_AMQP_URL").amqp_nodes()?;
+        let quorum_group_size = get("WF_QUORUM_GROUP_SIZE").quorum_group_size(amqp_nodes)?;
+        let http_addr = get("WF_HTTP_ADDR").socket_addr()?;
+        let metrics_addr = get("WF_METRICS_ADDR").socket_addr()?;
 
         let cidrs = get("WF_ALLOWED_TARGET_CIDRS");
         let allowed_target_cidrs = match cidrs.value_or_unset_if_blank() {
@@ -251,16 +493,15 @@ impl Config {
             .map(PathBuf::from);
 
         let sched = get("WF_RETRY_SCHEDULE");
-        let retry_schedule = RetrySchedule::parse(sched.value_or(defaults::RETRY_SCHEDULE)?)
-            .map_err(|e| {
-                sched.error(format!(
-                    "{e} (expected comma-separated delays such as {})",
-                    defaults::RETRY_SCHEDULE
-                ))
-            })?;
+        let retry_schedule = RetrySchedule::parse(sched.value_or_default()?).map_err(|e| {
+            sched.error(format!(
+                "{e} (expected comma-separated delays such as {})",
+                sched.default.unwrap_or_default()
+            ))
+        })?;
 
         let timeout = get("WF_DELIVERY_TIMEOUT");
-        let delivery_timeout = timeout.duration(defaults::DELIVERY_TIMEOUT)?;
+        let delivery_timeout = timeout.duration()?;
         if delivery_timeout.is_zero() || delivery_timeout >= MAX_DELIVERY_TIMEOUT {
             return Err(timeout.error(
                 "must be positive and below 25m (RabbitMQ closes a channel whose delivery \
@@ -269,22 +510,10 @@ impl Config {
         }
 
         let conc = get("WF_WORKER_CONCURRENCY");
-        let worker_concurrency = match conc.value()? {
-            None => defaults::WORKER_CONCURRENCY,
-            Some(v) => match v.trim().parse::<u16>() {
-                Ok(n) if n >= 1 => n,
-                _ => return Err(conc.error("expected an integer from 1 to 65535")),
-            },
-        };
+        let worker_concurrency = conc.integer(1..=u16::MAX)?;
 
         let emc = get("WF_ENDPOINT_MAX_CONCURRENCY");
-        let endpoint_max_concurrency = match emc.value()? {
-            None => defaults::ENDPOINT_MAX_CONCURRENCY,
-            Some(v) => match v.trim().parse::<u16>() {
-                Ok(n) if (1..=10_000).contains(&n) => n,
-                _ => return Err(emc.error("expected an integer from 1 to 10000")),
-            },
-        };
+        let endpoint_max_concurrency = emc.integer(1..=10_000)?;
 
         let key = get("WF_SECRET_KEY");
         let secret_key = match key.value()? {
@@ -294,33 +523,31 @@ impl Config {
         let secret_key_is_default = *secret_key.primary() == DEV_SECRET_KEY;
 
         let qt = get("WF_QUEUE_TYPE");
-        let queue_type = match qt.value()?.map(str::trim) {
-            None => QueueType::default(),
-            Some(v) if v.eq_ignore_ascii_case("quorum") => QueueType::Quorum,
-            Some(v) if v.eq_ignore_ascii_case("classic") => QueueType::Classic,
-            Some(_) => return Err(qt.error("expected `quorum` or `classic`")),
+        let queue_type = match qt.value_or_default()?.trim() {
+            v if v.eq_ignore_ascii_case("quorum") => QueueType::Quorum,
+            v if v.eq_ignore_ascii_case("classic") => QueueType::Classic,
+            _ => return Err(qt.error("expected `quorum` or `classic`")),
         };
 
-        let shutdown_grace = get("WF_SHUTDOWN_GRACE").duration(defaults::SHUTDOWN_GRACE)?;
+        let shutdown_grace = get("WF_SHUTDOWN_GRACE").duration()?;
 
-        let log = get("WF_LOG").value_or(defaults::LOG)?.trim().to_owned();
+        let log = get("WF_LOG").value_or_default()?.trim().to_owned();
 
         let lf = get("WF_LOG_FORMAT");
-        let log_format = match lf.value()?.map(str::trim) {
-            None => LogFormat::default(),
-            Some(v) if v.eq_ignore_ascii_case("text") => LogFormat::Text,
-            Some(v) if v.eq_ignore_ascii_case("json") => LogFormat::Json,
-            Some(_) => return Err(lf.error("expected `text` or `json`")),
+        let log_format = match lf.value_or_default()?.trim() {
+            v if v.eq_ignore_ascii_case("text") => LogFormat::Text,
+            v if v.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => return Err(lf.error("expected `text` or `json`")),
         };
 
         let ret = get("WF_DELIVERY_LOG_RETENTION");
-        let delivery_log_retention = ret.duration(defaults::DELIVERY_LOG_RETENTION)?;
+        let delivery_log_retention = ret.duration()?;
         if delivery_log_retention.is_zero() {
             return Err(ret.error("must be positive"));
         }
 
         let ada = get("WF_AUTO_DISABLE_AFTER");
-        let auto_disable_after = ada.duration(defaults::AUTO_DISABLE_AFTER)?;
+        let auto_disable_after = ada.duration()?;
         if auto_disable_after.is_zero() {
             return Err(ada.error("must be positive"));
         }
@@ -328,6 +555,7 @@ impl Config {
         Ok(Config {
             database_url,
             amqp_url,
+            quorum_group_size,
             http_addr,
             metrics_addr,
             allowed_target_cidrs,
@@ -411,15 +639,64 @@ fn redact_url_password(url: &str) -> String {
     }
 }
 
-/// One variable's raw value, with the helpers that turn it into a typed value or an error.
+/// [`redact_url_password`] for each URL of a comma-separated list.
+fn redact_url_list(list: &str) -> String {
+    list.split(',')
+        .map(redact_url_password)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Largest quorum-queue replica count `WF_QUORUM_GROUP_SIZE` accepts: each replica is a
+/// Raft member every write waits for a majority of, and 7 already survives three nodes lost.
+const MAX_QUORUM_GROUP_SIZE: u16 = 7;
+
+/// Replicas of each quorum queue when `WF_QUORUM_GROUP_SIZE` is unset and `WF_AMQP_URL`
+/// lists at least this many nodes: a quorum of 2 survives one node's loss, and more
+/// replicas cost writes and buy little.
+const DEFAULT_QUORUM_GROUP_SIZE_CAP: usize = 3;
+
+/// Checks one node URL of `WF_AMQP_URL`: scheme `amqp` or `amqps`, a host, a port that is a
+/// port number when given. Returns why not, without the URL (the caller shows it redacted).
+fn check_amqp_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw)
+        .map_err(|e| format!("not a URL ({e}); expected amqp://user:password@host:port/vhost"))?;
+    if !matches!(url.scheme(), "amqp" | "amqps") {
+        return Err(format!(
+            "scheme `{}`, expected amqp:// or amqps://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host; expected amqp://user:password@host:port/vhost".to_owned());
+    }
+    if url.port() == Some(0) {
+        return Err("port 0; expected a port from 1 to 65535".to_owned());
+    }
+    Ok(())
+}
+
+/// One variable's raw value and default, with the helpers that turn it into a typed value
+/// or an error.
 struct Var {
     name: &'static str,
+    /// From [`VARIABLES`], for the process reading it.
+    default: Option<&'static str>,
     raw: Option<String>,
 }
 
 impl Var {
-    fn new(name: &'static str, raw: Option<String>) -> Self {
-        Var { name, raw }
+    /// # Panics
+    /// When `name` is not in [`VARIABLES`]: a variable read must be documented there (the
+    /// unit tests read every variable, so this never reaches a release).
+    fn new(name: &'static str, role: Role, raw: Option<String>) -> Self {
+        let spec = variable(name)
+            .unwrap_or_else(|| panic!("{name} is read but not listed in config::VARIABLES"));
+        Var {
+            name,
+            default: spec.default_for(role),
+            raw,
+        }
     }
 
     /// An error about this variable's value; the secret key's value is never echoed and
@@ -428,7 +705,8 @@ impl Var {
         let raw = self.raw.as_deref().unwrap_or_default();
         let value = match self.name {
             "WF_SECRET_KEY" => REDACTED.to_owned(),
-            "WF_DATABASE_URL" | "WF_AMQP_URL" => redact_url_password(raw),
+            "WF_DATABASE_URL" => redact_url_password(raw),
+            "WF_AMQP_URL" => redact_url_list(raw),
             _ => raw.to_owned(),
         };
         ConfigError {
@@ -449,8 +727,10 @@ impl Var {
         }
     }
 
-    fn value_or<'a>(&'a self, default: &'a str) -> Result<&'a str, ConfigError> {
-        Ok(self.value()?.unwrap_or(default))
+    /// The value, or the default of [`VARIABLES`] when unset. (Only for variables that
+    /// have a default value; the others read [`Var::value`].)
+    fn value_or_default(&self) -> Result<&str, ConfigError> {
+        Ok(self.value()?.or(self.default).unwrap_or_default())
     }
 
     /// For the variables where an empty value means unset.
@@ -458,8 +738,8 @@ impl Var {
         self.raw.as_deref().filter(|v| !v.trim().is_empty())
     }
 
-    fn url(&self, default: &str, schemes: &[&str], reason: &str) -> Result<String, ConfigError> {
-        let v = self.value_or(default)?.trim();
+    fn url(&self, schemes: &[&str], reason: &str) -> Result<String, ConfigError> {
+        let v = self.value_or_default()?.trim();
         let ok = schemes.iter().any(|s| {
             v.len() > s.len() && v.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s))
         });
@@ -470,14 +750,63 @@ impl Var {
         }
     }
 
-    fn socket_addr(&self, default: &str) -> Result<SocketAddr, ConfigError> {
-        self.value_or(default)?.trim().parse().map_err(|_| {
+    /// `WF_AMQP_URL`: a comma-separated list of node URLs, each checked. Returns the list
+    /// (entries trimmed) and how many nodes it names.
+    fn amqp_nodes(&self) -> Result<(String, usize), ConfigError> {
+        let entries: Vec<&str> = self.value_or_default()?.split(',').map(str::trim).collect();
+        let n = entries.len();
+        for (i, entry) in entries.iter().enumerate() {
+            let which = if n == 1 {
+                String::new()
+            } else {
+                format!("node {} of {n}", i + 1)
+            };
+            if entry.is_empty() {
+                return Err(self.error(format!(
+                    "{which} is empty (expected amqp:// or amqps:// URLs separated by commas)"
+                )));
+            }
+            check_amqp_url(entry).map_err(|why| {
+                self.error(if n == 1 {
+                    why
+                } else {
+                    format!("{which} (`{}`): {why}", redact_url_password(entry))
+                })
+            })?;
+        }
+        Ok((entries.join(","), n))
+    }
+
+    /// `WF_QUORUM_GROUP_SIZE`, by default the number of nodes in `WF_AMQP_URL`, at most 3.
+    fn quorum_group_size(&self, amqp_nodes: usize) -> Result<u16, ConfigError> {
+        match self.value()? {
+            None => {
+                Ok(u16::try_from(amqp_nodes.clamp(1, DEFAULT_QUORUM_GROUP_SIZE_CAP)).unwrap_or(1))
+            }
+            Some(_) => self.integer(1..=MAX_QUORUM_GROUP_SIZE),
+        }
+    }
+
+    /// An integer in `range`, or the default when unset.
+    fn integer(&self, range: std::ops::RangeInclusive<u16>) -> Result<u16, ConfigError> {
+        match self.value_or_default()?.trim().parse::<u16>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(self.error(format!(
+                "expected an integer from {} to {}",
+                range.start(),
+                range.end()
+            ))),
+        }
+    }
+
+    fn socket_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.value_or_default()?.trim().parse().map_err(|_| {
             self.error("expected IP:port, e.g. 127.0.0.1:8080 or [::1]:8080 (no host names)")
         })
     }
 
-    fn duration(&self, default: &str) -> Result<Duration, ConfigError> {
-        parse_duration(self.value_or(default)?)
+    fn duration(&self) -> Result<Duration, ConfigError> {
+        parse_duration(self.value_or_default()?)
             .map_err(|_| self.error("expected a duration such as 500ms, 10s, 2m, 1h or 7d"))
     }
 }
@@ -513,51 +842,38 @@ pub struct ApiLimits {
     pub management_rate: Option<RateLimit>,
 }
 
-/// Defaults of [`ApiLimits`], as the README's configuration table lists them.
-pub mod api_limit_defaults {
-    pub const HEADER_TIMEOUT: &str = "10s";
-    pub const REQUEST_TIMEOUT: &str = "30s";
-    pub const MAX_CONNECTIONS: u32 = 10_000;
-    pub const RATE_LIMIT_EVENTS: &str = "5000,10000";
-    pub const RATE_LIMIT_MANAGEMENT: &str = "100,200";
-}
-
 /// Largest accepted rate or burst: far beyond what one ingestor serves.
 const MAX_RATE: u32 = 1_000_000;
 
 impl ApiLimits {
     fn from_vars(get: &impl Fn(&'static str) -> Var) -> Result<ApiLimits, ConfigError> {
-        use api_limit_defaults as d;
-        let positive = |name: &'static str, default: &str| {
+        let positive = |name: &'static str| {
             let var = get(name);
-            let v = var.duration(default)?;
+            let v = var.duration()?;
             if v.is_zero() || v > Duration::from_secs(3600) {
                 return Err(var.error("must be positive and at most 1h"));
             }
             Ok(v)
         };
-        let header_timeout = positive("WF_HTTP_HEADER_TIMEOUT", d::HEADER_TIMEOUT)?;
-        let request_timeout = positive("WF_HTTP_REQUEST_TIMEOUT", d::REQUEST_TIMEOUT)?;
+        let header_timeout = positive("WF_HTTP_HEADER_TIMEOUT")?;
+        let request_timeout = positive("WF_HTTP_REQUEST_TIMEOUT")?;
 
         let mc = get("WF_HTTP_MAX_CONNECTIONS");
-        let max_connections = match mc.value()? {
-            None => d::MAX_CONNECTIONS,
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => n,
-                _ => return Err(mc.error("expected an integer from 1 to 1000000")),
-            },
+        let max_connections = match mc.value_or_default()?.trim().parse::<u32>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => n,
+            _ => return Err(mc.error("expected an integer from 1 to 1000000")),
         };
 
-        let rate = |name: &'static str, default: &str| {
+        let rate = |name: &'static str| {
             let var = get(name);
-            parse_rate_limit(var.value_or(default)?).map_err(|reason| var.error(reason))
+            parse_rate_limit(var.value_or_default()?).map_err(|reason| var.error(reason))
         };
         Ok(ApiLimits {
             header_timeout,
             request_timeout,
             max_connections,
-            events_rate: rate("WF_API_RATE_LIMIT_EVENTS", d::RATE_LIMIT_EVENTS)?,
-            management_rate: rate("WF_API_RATE_LIMIT_MANAGEMENT", d::RATE_LIMIT_MANAGEMENT)?,
+            events_rate: rate("WF_API_RATE_LIMIT_EVENTS")?,
+            management_rate: rate("WF_API_RATE_LIMIT_MANAGEMENT")?,
         })
     }
 }
@@ -733,6 +1049,7 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/workflows"
         );
         assert_eq!(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(c.quorum_group_size, 1);
         assert_eq!(c.http_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.metrics_addr, "127.0.0.1:9465".parse().unwrap());
         assert!(c.allowed_target_cidrs.is_empty());
@@ -788,10 +1105,90 @@ mod tests {
             "amqps://u:p@mq:5671/vh"
         );
         assert_eq!(ok(&[("WF_AMQP_URL", "amqp://mq")]).amqp_url, "amqp://mq");
+        assert_eq!(
+            ok(&[("WF_AMQP_URL", " AMQP://mq:5672/%2f ")]).amqp_url,
+            "AMQP://mq:5672/%2f"
+        );
         bad("WF_AMQP_URL", "http://mq:15672");
         bad("WF_AMQP_URL", "");
+        bad("WF_AMQP_URL", "amqp://");
+        bad("WF_AMQP_URL", "amqp:///%2f");
+        bad("WF_AMQP_URL", "amqp://mq:port/");
+        bad("WF_AMQP_URL", "amqp://mq:0/");
+        bad("WF_AMQP_URL", "mq:5672");
         let err = bad("WF_AMQP_URL", "amq://guest:s3cret@mq/");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(err.reason.contains("amqp:// or amqps://"), "{err}");
+    }
+
+    #[test]
+    fn amqp_url_lists() {
+        let c = ok(&[(
+            "WF_AMQP_URL",
+            "amqp://u:p@a:5672/%2f, amqps://u:p@b:5671/%2f ,amqp://c",
+        )]);
+        assert_eq!(
+            c.amqp_url,
+            "amqp://u:p@a:5672/%2f,amqps://u:p@b:5671/%2f,amqp://c"
+        );
+        assert_eq!(c.quorum_group_size, 3);
+
+        // Every entry is checked; the error names the entry and hides every password.
+        let list = "amqp://u:pw1@a/%2f,http://u:pw2@b/,amqp://u:pw3@c/%2f";
+        let err = bad("WF_AMQP_URL", list);
+        assert!(
+            err.reason.starts_with("node 2 of 3 (`http://u:***@b/`)"),
+            "{err}"
+        );
+        assert!(err.reason.contains("amqp:// or amqps://"), "{err}");
+        assert_eq!(
+            err.value,
+            "amqp://u:***@a/%2f,http://u:***@b/,amqp://u:***@c/%2f"
+        );
+        let text = err.to_string();
+        for pw in ["pw1", "pw2", "pw3"] {
+            assert!(!text.contains(pw), "{text}");
+        }
+        let err = bad("WF_AMQP_URL", "amqp://a/%2f,,amqp://b/%2f");
+        assert!(err.reason.contains("node 2 of 3 is empty"), "{err}");
+        let err = bad("WF_AMQP_URL", "amqp://a/%2f,");
+        assert!(err.reason.contains("node 2 of 2 is empty"), "{err}");
+        let err = bad("WF_AMQP_URL", "amqp://a/%2f,amqp://:5672/%2f");
+        assert!(err.reason.contains("node 2 of 2"), "{err}");
+        assert!(err.reason.contains("empty host"), "{err}");
+    }
+
+    #[test]
+    fn quorum_group_size() {
+        let size = |vars: &[(&str, &str)]| ok(vars).quorum_group_size;
+        let nodes = |n: usize| {
+            (0..n)
+                .map(|i| format!("amqp://node{i}/%2f"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        // By default one replica per listed node, at most 3.
+        for (n, expected) in [(1, 1), (2, 2), (3, 3), (4, 3), (7, 3)] {
+            assert_eq!(size(&[("WF_AMQP_URL", &nodes(n))]), expected, "{n} nodes");
+        }
+        // Set, it wins whatever the list (the cluster may have nodes the URL does not
+        // list, behind a load balancer; RabbitMQ caps it at the cluster's size).
+        assert_eq!(size(&[("WF_QUORUM_GROUP_SIZE", "3")]), 3);
+        assert_eq!(
+            size(&[("WF_QUORUM_GROUP_SIZE", " 5 "), ("WF_AMQP_URL", &nodes(3))]),
+            5
+        );
+        assert_eq!(
+            size(&[("WF_QUORUM_GROUP_SIZE", "1"), ("WF_AMQP_URL", &nodes(3))]),
+            1
+        );
+        assert_eq!(size(&[("WF_QUORUM_GROUP_SIZE", "7")]), 7);
+        for v in ["0", "8", "-1", "three", "2.5", ""] {
+            let err = bad("WF_QUORUM_GROUP_SIZE", v);
+            if !v.is_empty() {
+                assert!(err.reason.contains("from 1 to 7"), "{err}");
+            }
+        }
     }
 
     #[test]
@@ -1099,6 +1496,95 @@ mod tests {
         assert!(!dbg.contains("topsecret"), "{dbg}");
         assert!(dbg.contains("<redacted>"), "{dbg}");
         assert!(!dbg.contains("9, 9, 9"), "{dbg}");
+    }
+
+    /// The table is the whole truth: every variable read is listed, every listed one is
+    /// read, once, and no two rows share a name.
+    #[test]
+    fn the_table_lists_exactly_the_variables_read() {
+        for role in [Role::Ingestor, Role::Worker, Role::Cli] {
+            let read = std::cell::RefCell::new(Vec::new());
+            Config::from_lookup(role, |name| {
+                read.borrow_mut().push(name.to_owned());
+                None
+            })
+            .unwrap();
+            let mut read = read.into_inner();
+            let listed: Vec<String> = VARIABLES.iter().map(|v| v.name.to_owned()).collect();
+            let mut sorted = listed.clone();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), listed.len(), "a name listed twice");
+            read.sort();
+            assert_eq!(read, sorted, "{role:?}");
+        }
+        for v in VARIABLES {
+            assert!(v.name.starts_with("WF_"), "{}", v.name);
+            assert!(!v.meaning.is_empty(), "{}", v.name);
+        }
+    }
+
+    /// The defaults the table shows are what a process gets with nothing set.
+    #[test]
+    fn the_table_defaults_are_the_defaults() {
+        for role in [Role::Ingestor, Role::Worker, Role::Cli] {
+            let defaults: HashMap<&str, &str> = VARIABLES
+                .iter()
+                .filter_map(|v| Some((v.name, v.default_for(role)?)))
+                .collect();
+            let from_table =
+                Config::from_lookup(role, |k| defaults.get(k).map(|v| (*v).to_owned())).unwrap();
+            let unset = Config::from_lookup(role, |_| None).unwrap();
+            assert_eq!(format!("{from_table:?}"), format!("{unset:?}"), "{role:?}");
+        }
+        assert_eq!(
+            cfg(Role::Cli, &[]).unwrap().log,
+            "warn",
+            "wfctl logs warnings only by default"
+        );
+        assert_eq!(cfg(Role::Ingestor, &[]).unwrap().log, "info");
+    }
+
+    #[test]
+    fn help_lists_every_variable_with_its_default_for_the_process() {
+        let ingestor = help(Role::Ingestor);
+        let worker = help(Role::Worker);
+        for v in VARIABLES {
+            for (role, text) in [(Role::Ingestor, &ingestor), (Role::Worker, &worker)] {
+                let shown = match (v.default_for(role), v.default) {
+                    (Some(value), _) => value,
+                    (None, DefaultValue::Absent(words)) => words,
+                    (None, _) => unreachable!(),
+                };
+                let line = format!("  {}  [default: {shown}]\n", v.name);
+                assert!(text.contains(&line), "{line:?} not in\n{text}");
+            }
+            // The meaning is all there, wrapped.
+            let words: Vec<&str> = v.meaning.split_whitespace().collect();
+            let at = ingestor.find(&format!("  {}  ", v.name)).unwrap();
+            let after: Vec<&str> = ingestor[at..].split_whitespace().collect();
+            assert!(
+                after.windows(words.len()).any(|w| w == words.as_slice()),
+                "{}",
+                v.name
+            );
+        }
+        assert!(ingestor.contains("[default: 127.0.0.1:9464]"));
+        assert!(worker.contains("[default: 127.0.0.1:9465]"));
+        assert!(ingestor.lines().all(|l| l.len() <= 90), "{ingestor}");
+    }
+
+    #[test]
+    fn defaults_in_markdown() {
+        let md = |name| variable(name).unwrap().default_markdown();
+        assert_eq!(md("WF_HTTP_ADDR"), "`127.0.0.1:8080`");
+        assert_eq!(
+            md("WF_METRICS_ADDR"),
+            "ingestor `127.0.0.1:9464`, worker and wfctl `127.0.0.1:9465`"
+        );
+        assert_eq!(md("WF_LOG"), "ingestor and worker `info`, wfctl `warn`");
+        assert_eq!(md("WF_EXTRA_ROOT_CA"), "unset");
+        assert!(variable("WF_NOPE").is_none());
     }
 
     #[test]

@@ -73,6 +73,43 @@ impl WebhookSecret {
     pub fn standard_signature(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
         standard_signature(&self.standard_key(), msg_id, timestamp, body)
     }
+
+    /// Whether `header` (an `X-WorkFlows-Signature` value) is `sha256=` + the hex HMAC of
+    /// `body` under this secret. Compared in constant time; anything else in the header
+    /// (other case, spaces, a second value) does not verify.
+    pub fn verify_workflows_signature(&self, body: &[u8], header: &str) -> bool {
+        let Some(hex_mac) = header.strip_prefix("sha256=") else {
+            return false;
+        };
+        let Ok(mac) = hex::decode(hex_mac) else {
+            return false;
+        };
+        let mut expected =
+            HmacSha256::new_from_slice(self.0.as_bytes()).expect("HMAC takes any key length");
+        expected.update(body);
+        expected.verify_slice(&mac).is_ok()
+    }
+
+    /// Whether one of the space-separated `v1,<base64>` signatures of `header` (a
+    /// `webhook-signature` value; during a secret rotation it holds one per secret) is the
+    /// Standard Webhooks signature of `{msg_id}.{timestamp}.{body}` under this secret, with
+    /// `msg_id` and `timestamp` as received in `webhook-id` and `webhook-timestamp`.
+    /// Compared in constant time. The timestamp's age is not judged here.
+    pub fn verify_standard_signature(
+        &self,
+        msg_id: &str,
+        timestamp: &str,
+        body: &[u8],
+        header: &str,
+    ) -> bool {
+        let expected = standard_mac(&self.standard_key(), msg_id, timestamp, body);
+        header.split(' ').any(|candidate| {
+            candidate
+                .strip_prefix("v1,")
+                .and_then(|b64| B64.decode(b64).ok())
+                .is_some_and(|mac| expected.clone().verify_slice(&mac).is_ok())
+        })
+    }
 }
 
 /// `sha256=<hex>` of `body` under `key` (the whole secret string's bytes).
@@ -84,13 +121,19 @@ pub fn workflows_signature(key: &[u8], body: &[u8]) -> String {
 
 /// `v1,<base64>` Standard Webhooks signature under the raw `key`.
 pub fn standard_signature(key: &[u8], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mac = standard_mac(key, msg_id, &timestamp.to_string(), body);
+    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+}
+
+/// The Standard Webhooks HMAC over `{msg_id}.{timestamp}.{body}`, not yet finalised.
+fn standard_mac(key: &[u8], msg_id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(msg_id.as_bytes());
     mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1,{}", B64.encode(mac.finalize().into_bytes()))
+    mac
 }
 
 #[cfg(test)]
@@ -129,5 +172,59 @@ mod tests {
         let s = WebhookSecret::parse(SECRET).unwrap();
         let sig = s.standard_signature("dlv_abc", 1_779_192_300, BODY);
         assert_eq!(sig, include_str!("../testdata/standard_sig.txt").trim());
+    }
+
+    #[test]
+    fn workflows_signature_verification() {
+        let s = WebhookSecret::parse(SECRET).unwrap();
+        let good = include_str!("../testdata/seed_python_sig.txt").trim();
+        assert!(s.verify_workflows_signature(BODY, good));
+        let other = WebhookSecret::generate();
+        assert!(!other.verify_workflows_signature(BODY, good));
+        assert!(!s.verify_workflows_signature(b"{}", good));
+        let upper = format!("sha256={}", good["sha256=".len()..].to_uppercase());
+        // hex decoding takes either case; the MAC is the same bytes.
+        assert!(s.verify_workflows_signature(BODY, &upper));
+        for bad in [
+            &good["sha256=".len()..],
+            &good[..good.len() - 2],
+            "sha256=",
+            "sha256=zz",
+            "",
+            &format!("{good} "),
+            &format!("sha1={}", &good["sha256=".len()..]),
+        ] {
+            assert!(!s.verify_workflows_signature(BODY, bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn standard_signature_verification() {
+        let s = WebhookSecret::parse(SECRET).unwrap();
+        let good = include_str!("../testdata/standard_sig.txt").trim();
+        let ts = "1779192300";
+        assert!(s.verify_standard_signature("dlv_abc", ts, BODY, good));
+        // During a rotation: one signature per secret, either may be ours.
+        let stale = WebhookSecret::generate().standard_signature("dlv_abc", 1_779_192_300, BODY);
+        assert!(s.verify_standard_signature("dlv_abc", ts, BODY, &format!("{stale} {good}")));
+        assert!(s.verify_standard_signature("dlv_abc", ts, BODY, &format!("{good} {stale}")));
+        assert!(!s.verify_standard_signature("dlv_abc", ts, BODY, &stale));
+        // Any part of what is signed changed.
+        assert!(!s.verify_standard_signature("dlv_abd", ts, BODY, good));
+        assert!(!s.verify_standard_signature("dlv_abc", "1779192301", BODY, good));
+        assert!(!s.verify_standard_signature("dlv_abc", "+1779192300", BODY, good));
+        assert!(!s.verify_standard_signature("dlv_abc", ts, b"{}", good));
+        for bad in [
+            "",
+            "v1,",
+            "v1,!!!",
+            &good[3..],
+            &format!("v2,{}", &good[3..]),
+        ] {
+            assert!(
+                !s.verify_standard_signature("dlv_abc", ts, BODY, bad),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -6,21 +6,40 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio::net::TcpListener;
 use wf_core::config::{Config, Role};
 
+/// WorkFlows webhooks ingestor: the management API and event intake.
+///
+/// Serves /api/v1 on WF_HTTP_ADDR (API keys, webhooks, deliveries, events; publishes each
+/// event with a publisher confirm) and /metrics, /healthz and /readyz on WF_METRICS_ADDR.
+/// Applies pending migrations and declares the RabbitMQ topology at start-up; drains on
+/// SIGTERM.
+#[derive(Parser)]
+#[command(name = "wf-ingestor", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the API's OpenAPI 3.1 document and exit (no configuration, no connections).
+    Openapi,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match std::env::args().nth(1).as_deref() {
-        None => {}
-        Some("openapi") => {
-            print!("{}", wf_ingestor::api::openapi_json());
-            return Ok(());
-        }
-        Some(other) => anyhow::bail!(
-            "unknown argument `{other}`: wf-ingestor takes no arguments (configuration is \
-             WF_* variables), or `openapi` to print the OpenAPI document"
-        ),
+    // Arguments first: `--help`, `--version` and an unknown argument (exit status 2) never
+    // read the configuration or connect to anything.
+    let matches = Cli::command()
+        .after_help(wf_core::config::help(Role::Ingestor))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", wf_ingestor::api::openapi_json());
+        return Ok(());
     }
     let config = Config::from_env(Role::Ingestor)?;
     wf_telemetry::init_tracing(&config.log, config.log_format)?;

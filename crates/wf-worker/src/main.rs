@@ -2,8 +2,20 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
+use clap::{CommandFactory, Parser};
 use tokio::net::TcpListener;
 use wf_core::config::{Config, Role};
+
+/// WorkFlows webhooks worker: delivers events to the webhooks subscribed to them.
+///
+/// Consumes the RabbitMQ queues workflows.fanout and workflows.deliveries: fans each event
+/// out, signs and POSTs it to every subscribed endpoint, schedules retries, dead-letters.
+/// Serves /metrics, /healthz and /readyz on WF_METRICS_ADDR. Applies pending migrations
+/// and declares the RabbitMQ topology at start-up; drains on SIGTERM. Stateless: run as
+/// many as you like.
+#[derive(Parser)]
+#[command(name = "wf-worker", version, verbatim_doc_comment)]
+struct Cli {}
 
 /// jemalloc instead of glibc malloc: the delivery path allocates and frees many small,
 /// short-lived buffers from several threads, where glibc spent ~18% of the worker's CPU
@@ -14,6 +26,11 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Arguments first: `--help`, `--version` and an unknown argument (exit status 2) never
+    // read the configuration or connect to anything.
+    Cli::command()
+        .after_help(wf_core::config::help(Role::Worker))
+        .get_matches();
     let config = Config::from_env(Role::Worker)?;
     wf_telemetry::init_tracing(&config.log, config.log_format)?;
     let ops = TcpListener::bind(config.metrics_addr)

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use wf_broker::{Broker, Topology};
 use wf_core::config::{Config, Role};
 use wf_core::ids::{ApiKeyId, OrgId, WebhookId};
@@ -13,6 +13,7 @@ mod bench;
 mod chaos;
 mod dlq;
 mod harness;
+mod listen;
 mod rekey;
 
 /// jemalloc, as in the worker: `wfctl bench` runs its TLS receiver and load generator on
@@ -22,8 +23,13 @@ mod rekey;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Operate WorkFlows outbound webhooks.
+///
+/// Migrations, topology, API keys, dead letters, a local webhook receiver and load tests.
+/// Every command reads the same WF_* variables as the services, so it works on the
+/// deployment they do.
 #[derive(Parser)]
-#[command(name = "wfctl", version, about = "Operate WorkFlows outbound webhooks")]
+#[command(name = "wfctl", version, verbatim_doc_comment)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,9 +44,11 @@ enum Command {
     /// Manage API keys.
     #[command(name = "api-key", subcommand)]
     ApiKey(ApiKeyCommand),
-    /// Load test (see BENCHMARKS.md): real worker processes on a fresh vhost and database deliver
-    /// to a loopback HTTPS receiver; prints one line per figure. Needs the release build
-    /// of wf-worker (and wf-ingestor for --via http) next to wfctl.
+    /// Load test: real workers deliver to a loopback HTTPS receiver (see BENCHMARKS.md).
+    ///
+    /// Real worker processes on a fresh vhost and database deliver to a loopback HTTPS
+    /// receiver; prints one line per figure. Needs the release build of wf-worker (and
+    /// wf-ingestor for --via http) next to wfctl.
     Bench(bench::BenchArgs),
     /// Fault injection with loss accounting: real worker and ingestor processes deliver a
     /// stream of events to a loopback HTTPS receiver while a worker is SIGKILLed,
@@ -56,6 +64,17 @@ enum Command {
     /// WF_SECRET_KEY (in batches, resumable, safe beside live traffic); after it, the
     /// other keys can be removed. `--check` only counts what still needs an old key.
     Rekey(rekey::RekeyArgs),
+    /// A local HTTPS webhook receiver: one line per delivery, both signatures checked.
+    ///
+    /// Serves HTTPS with a fresh self-signed certificate, written as PEM to --cert-out for
+    /// the worker's WF_EXTRA_ROOT_CA (the worker also needs WF_ALLOWED_TARGET_CIDRS to
+    /// deliver to a loopback address). Answers every request with --status and prints, on
+    /// stdout, one line per request: time, event type (X-WorkFlows-Event), delivery id
+    /// (X-WorkFlows-Delivery), attempt (X-WorkFlows-Attempt), and whether both signatures
+    /// verify against the webhook's secret (signatures=verified, INVALID(<headers>) or
+    /// unchecked(<why>)), then the status answered. Reads no WF_* variable.
+    #[command(verbatim_doc_comment)]
+    Listen(listen::ListenArgs),
 }
 
 #[derive(Subcommand)]
@@ -65,6 +84,7 @@ enum DlqCommand {
         /// Only this webhook's (`whk_…`).
         #[arg(long)]
         webhook: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -73,6 +93,7 @@ enum DlqCommand {
         /// Only this webhook's (`whk_…`).
         #[arg(long)]
         webhook: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 100_000)]
         limit: usize,
     },
@@ -82,26 +103,44 @@ enum DlqCommand {
 enum ApiKeyCommand {
     /// Create a key for an organisation (created if new). The key is printed once.
     Create {
+        /// The organisation (`org_…`).
         #[arg(long)]
         org: String,
+        /// What the key is for, 1 to 100 characters.
         #[arg(long)]
         name: String,
     },
     /// Revoke a key by id (`key_…`).
-    Revoke { id: String },
+    Revoke {
+        /// The key's id (`key_…`), as `api-key create` printed it.
+        id: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config = Config::from_env(Role::Cli)?;
-    wf_telemetry::init_tracing(
-        std::env::var("WF_LOG").as_deref().unwrap_or("warn"),
-        config.log_format,
-    )?;
+    // Arguments first: `--help`, `--version` and a bad argument (exit status 2) never read
+    // the configuration or connect to anything.
+    let matches = Cli::command()
+        .after_help(wf_core::config::help(Role::Cli))
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Bench(args) => bench::run(args, &config).await?,
-        Command::Chaos(args) => chaos::run(args, &config).await?,
+        // The receiver talks to no part of a deployment: it needs no configuration.
+        Command::Listen(args) => listen::run(args).await,
+        command => {
+            let config = Config::from_env(Role::Cli)?;
+            wf_telemetry::init_tracing(&config.log, config.log_format)?;
+            operate(command, &config).await
+        }
+    }
+}
+
+async fn operate(command: Command, config: &Config) -> anyhow::Result<()> {
+    match command {
+        Command::Listen(args) => listen::run(args).await?,
+        Command::Bench(args) => bench::run(args, config).await?,
+        Command::Chaos(args) => chaos::run(args, config).await?,
         Command::Dlq(cmd) => {
             let (webhook, limit, replay) = match cmd {
                 DlqCommand::List { webhook, limit } => (webhook, limit, false),
@@ -110,10 +149,10 @@ async fn main() -> anyhow::Result<()> {
             let webhook = webhook
                 .map(|w| WebhookId::parse(&w).context("--webhook"))
                 .transpose()?;
-            let store = store(&config).await?;
+            let store = store(config).await?;
             let broker = Broker::connect(&config.amqp_url).await?;
             broker
-                .declare_topology(&Topology::for_config(&config))
+                .declare_topology(&Topology::for_config(config))
                 .await?;
             let res = if replay {
                 dlq::replay(&store, &broker, webhook.as_ref(), limit).await
@@ -124,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
             res?;
         }
         Command::Rekey(args) => {
-            let store = store(&config).await?;
+            let store = store(config).await?;
             rekey::run(&store, &config.secret_key, &args).await?;
         }
         Command::Migrate => {
@@ -134,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Topology => {
             let broker = Broker::connect(&config.amqp_url).await?;
             broker
-                .declare_topology(&Topology::for_config(&config))
+                .declare_topology(&Topology::for_config(config))
                 .await?;
             broker.close().await;
             println!("topology declared");
@@ -146,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
                 !name.is_empty() && name.chars().count() <= 100,
                 "--name must be 1 to 100 characters"
             );
-            let store = store(&config).await?;
+            let store = store(config).await?;
             let (key, token) = store.create_api_key(&org, name).await?;
             println!("{token}");
             eprintln!(
@@ -156,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ApiKey(ApiKeyCommand::Revoke { id }) => {
             let id = ApiKeyId::parse(&id).context("API key id")?;
-            let store = store(&config).await?;
+            let store = store(config).await?;
             match store.revoke_api_key(None, &id).await? {
                 Some(k) => println!("revoked {} ({})", k.id, k.name),
                 None => anyhow::bail!("no active API key {id}"),

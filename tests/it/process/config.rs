@@ -36,6 +36,14 @@ async fn bad_config_is_a_startup_error_naming_the_variable() {
             "WF_AMQP_URL",
             Some("hunter2pw"),
         ),
+        (
+            // A list of nodes is checked node by node, every password hidden.
+            "WF_AMQP_URL",
+            "amqp://guest:pw1secret@127.0.0.1:1/%2f,amqp://guest:pw2secret@/%2f",
+            "node 2 of 2",
+            Some("secret"),
+        ),
+        ("WF_QUORUM_GROUP_SIZE", "9", "9", None),
         ("WF_SECRET_KEY", "short", "WF_SECRET_KEY", Some("short`")),
         (
             // base64 of 16 bytes: valid base64, wrong length

@@ -874,11 +874,11 @@ impl Figures<'_> {
         let slow_webhooks = (0..a.webhooks as usize)
             .filter(|i| (*i % a.endpoints as usize) < a.slow_endpoints as usize)
             .count() as u64;
+        // The workers run with the default WF_ENDPOINT_MAX_CONCURRENCY.
+        let endpoint_max = Config::from_lookup(wf_core::config::Role::Worker, |_| None)
+            .map_or(1, |c| u64::from(c.endpoint_max_concurrency));
         let slots = u64::from(a.workers)
-            * u64::from(a.concurrency).min(
-                u64::from(a.slow_endpoints)
-                    * u64::from(wf_core::config::defaults::ENDPOINT_MAX_CONCURRENCY),
-            );
+            * u64::from(a.concurrency).min(u64::from(a.slow_endpoints) * endpoint_max);
         let ideal = (a.events * slow_webhooks) as f64 * a.slow_ms as f64 / 1000.0 / slots as f64;
         println!("slow_ideal_drain_seconds: {ideal:.2}");
     }
