@@ -69,6 +69,12 @@ pub struct BenchArgs {
     /// WF_WORKER_CONCURRENCY of each worker.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// WF_RETRY_SCHEDULE of the workers (default: theirs).
+    #[arg(long, value_name = "DELAYS")]
+    pub retry_schedule: Option<String>,
+    /// WF_DELIVERY_TIMEOUT of the workers (default: theirs).
+    #[arg(long, value_name = "DURATION")]
+    pub delivery_timeout: Option<String>,
     /// Warm-up events, delivered and discarded before the measured phase.
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,
@@ -136,6 +142,21 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
         args.rate.is_finite() && args.rate >= 0.0,
         "--rate must be a number of events per second, 0 for as fast as possible"
     );
+    // Checked here, before anything is created, as the workers would check them.
+    let worker_vars: Vec<(&str, &String)> = [
+        ("WF_RETRY_SCHEDULE", args.retry_schedule.as_ref()),
+        ("WF_DELIVERY_TIMEOUT", args.delivery_timeout.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    Config::from_lookup(wf_core::config::Role::Worker, |name| {
+        worker_vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).clone())
+    })
+    .map_err(|e| anyhow::anyhow!("--retry-schedule / --delivery-timeout: {e}"))?;
     anyhow::ensure!(
         args.endpoints <= args.webhooks,
         "--endpoints ({}) cannot exceed --webhooks ({}): each endpoint needs a webhook",
@@ -278,6 +299,12 @@ async fn bench(
     for i in 0..args.workers {
         let ops = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
         let mut vars = common.clone();
+        if let Some(s) = &args.retry_schedule {
+            vars.push(("WF_RETRY_SCHEDULE".into(), s.clone()));
+        }
+        if let Some(t) = &args.delivery_timeout {
+            vars.push(("WF_DELIVERY_TIMEOUT".into(), t.clone()));
+        }
         vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
         let service = Service::start(
             &format!("wf-worker #{i}"),
