@@ -23,7 +23,7 @@ use wf_telemetry::metrics;
 
 use crate::cache::SubscriptionCache;
 use crate::deliver::{delivery_span, Admitted, Deliverer, Origin};
-use crate::endpoints::{Refused, Waiting};
+use crate::endpoints::{endpoint_key, Refused};
 use crate::log::{DeliveryLog, LogRecord, Logged};
 
 /// What the fan-out step needs.
@@ -37,6 +37,32 @@ pub struct Fanout {
 
 /// One delivery's work in progress: its job and what it came to.
 type Running<'a> = Pin<Box<dyn Future<Output = (DeliveryJob, anyhow::Result<Logged>)> + Send + 'a>>;
+/// Deliveries of one event that may wait in their endpoints' lines at once (at most one
+/// more per endpoint than the first, see [`Fanout::work_through`]).
+pub const MAX_WAITING: usize = 8;
+
+/// Whether some endpoint appears twice in `lines`.
+fn has_twice(lines: &[String]) -> bool {
+    lines
+        .iter()
+        .enumerate()
+        .any(|(i, l)| lines[i + 1..].contains(l))
+}
+
+/// A delivery waiting in its endpoint's line, and what it was granted.
+type Granted<'a> = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    DeliveryJob,
+                    &'a Subscription,
+                    wf_core::url_policy::WebhookUrl,
+                    Result<crate::endpoints::Permit, Refused>,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
 
 impl Fanout {
     /// Handles one event message; acks it once its outcome is durable, nacks it (requeue)
@@ -148,9 +174,14 @@ impl Fanout {
         Ok(logged)
     }
 
-    /// Admits each delivery in turn (waiting, when its endpoint asks for a short wait,
-    /// before admitting the next) while the admitted ones run concurrently. Receipts go
-    /// to `logged`; the jobs whose outcome could not be made durable to `fallback`.
+    /// Admits the event's deliveries in turn: those whose endpoint can take them now start
+    /// at once, those whose endpoint asks for a short wait wait in its line, the rest are
+    /// held back. Up to [`MAX_WAITING`] wait at once in different endpoints' lines, so a
+    /// healthy endpoint's delivery does not wait behind a few slow ones'; once one
+    /// endpoint has two of them waiting (or eight wait), the next admission waits for a
+    /// waiter to be served, which keeps a large fan-out to one endpoint paced by that
+    /// endpoint instead of holding it all back at once. Receipts go to `logged`; the jobs
+    /// whose outcome could not be made durable to `fallback`.
     async fn work_through(
         &self,
         event: &Event,
@@ -161,16 +192,15 @@ impl Fanout {
         fallback: &mut Vec<DeliveryJob>,
     ) {
         let d = &*self.deliverer;
-        let mut pending = subs.iter();
         let mut running: FuturesUnordered<Running<'_>> = FuturesUnordered::new();
-        let mut waiting: Option<(
-            DeliveryJob,
-            &Subscription,
-            wf_core::url_policy::WebhookUrl,
-            Waiting,
-        )> = None;
+        let mut waiting: FuturesUnordered<Granted<'_>> = FuturesUnordered::new();
+        let mut pending = subs.iter();
+        // The endpoints of the deliveries waiting now, one entry per waiter.
+        let mut lines: Vec<String> = Vec::new();
         loop {
-            while waiting.is_none() {
+            // A second waiter in one endpoint's line means that endpoint is the bottleneck:
+            // admit the rest once it has served one.
+            while waiting.len() < MAX_WAITING && !has_twice(&lines) {
                 let Some(sub) = pending.next() else { break };
                 let job = DeliveryJob::first(
                     event,
@@ -184,7 +214,13 @@ impl Fanout {
                         let r = d.attempt(&job, sub, &url, permit).instrument(span).await;
                         (job, r)
                     })),
-                    Admitted::Wait(url, w) => waiting = Some((job, sub, url, w)),
+                    Admitted::Wait(url, mut w) => {
+                        lines.push(endpoint_key(&url));
+                        waiting.push(Box::pin(async move {
+                            let granted = w.wait().await;
+                            (job, sub, url, granted)
+                        }));
+                    }
                     Admitted::Hold(hold) => running.push(Box::pin(async move {
                         let span = delivery_span(job.v1());
                         let r = d
@@ -202,11 +238,11 @@ impl Fanout {
                     Admitted::Closed => fallback.push(job),
                 }
             }
-            if waiting.is_none() && running.is_empty() {
+            if running.is_empty() && waiting.is_empty() && pending.len() == 0 {
                 return;
             }
             tokio::select! {
-                // Biased: finishing attempts frees slots the waiter may be granted.
+                // Biased: finishing attempts frees slots the waiters may be granted.
                 biased;
                 Some((job, r)) = running.next(), if !running.is_empty() => match r {
                     Ok(l) => logged.push(l),
@@ -215,8 +251,11 @@ impl Fanout {
                         fallback.push(job);
                     }
                 },
-                granted = async { waiting.as_mut().expect("some").3.wait().await }, if waiting.is_some() => {
-                    let (job, sub, url, _) = waiting.take().expect("some");
+                Some((job, sub, url, granted)) = waiting.next(), if !waiting.is_empty() => {
+                    let key = endpoint_key(&url);
+                    if let Some(i) = lines.iter().position(|l| *l == key) {
+                        lines.swap_remove(i);
+                    }
                     match granted {
                         Ok(permit) => running.push(Box::pin(async move {
                             let span = delivery_span(job.v1());
