@@ -177,6 +177,8 @@ async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     eprintln!("wfctl listen: accept: {e}");
+                    // Out of file descriptors, say: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
             },
