@@ -109,6 +109,9 @@ pub struct Config {
     /// `WF_ENDPOINT_MAX_CONCURRENCY`: the upper bound of each endpoint's adaptive
     /// concurrency limit (deliveries in flight to one endpoint from one worker).
     pub endpoint_max_concurrency: u16,
+    /// `WF_WORKER_IDLE_CONNECTIONS`: idle keep-alive connections a worker keeps over all
+    /// endpoints; the least recently used is closed first.
+    pub worker_idle_connections: u32,
     /// `WF_SECRET_KEY`: the keys of webhook secrets at rest, newest first; the first
     /// encrypts, any decrypts (a comma-separated list during a rotation).
     pub secret_key: SecretKeys,
@@ -155,6 +158,7 @@ impl fmt::Debug for Config {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("worker_concurrency", &self.worker_concurrency)
             .field("endpoint_max_concurrency", &self.endpoint_max_concurrency)
+            .field("worker_idle_connections", &self.worker_idle_connections)
             .field("secret_key", &REDACTED)
             .field("secret_key_is_default", &self.secret_key_is_default)
             .field("queue_type", &self.queue_type)
@@ -272,6 +276,12 @@ pub const VARIABLES: &[Variable] = &[
         default: DefaultValue::Same("64"),
         meaning: "upper bound of each endpoint's adaptive concurrency limit (deliveries \
                   in flight to one scheme://host:port from one worker), 1 to 10000",
+    },
+    Variable {
+        name: "WF_WORKER_IDLE_CONNECTIONS",
+        default: DefaultValue::Same("1024"),
+        meaning: "idle keep-alive connections a worker keeps over all endpoints (about \
+                  35 KiB each; the least recently used closes first), 0 to 100000",
     },
     Variable {
         name: "WF_SECRET_KEY",
@@ -515,6 +525,9 @@ impl Config {
         let emc = get("WF_ENDPOINT_MAX_CONCURRENCY");
         let endpoint_max_concurrency = emc.integer(1..=10_000)?;
 
+        let idle = get("WF_WORKER_IDLE_CONNECTIONS");
+        let worker_idle_connections = idle.integer(0..=100_000)?;
+
         let key = get("WF_SECRET_KEY");
         let secret_key = match key.value()? {
             None => SecretKeys::single(DEV_SECRET_KEY),
@@ -564,6 +577,7 @@ impl Config {
             delivery_timeout,
             worker_concurrency,
             endpoint_max_concurrency,
+            worker_idle_connections,
             secret_key,
             secret_key_is_default,
             queue_type,
@@ -788,8 +802,11 @@ impl Var {
     }
 
     /// An integer in `range`, or the default when unset.
-    fn integer(&self, range: std::ops::RangeInclusive<u16>) -> Result<u16, ConfigError> {
-        match self.value_or_default()?.trim().parse::<u16>() {
+    fn integer<N>(&self, range: std::ops::RangeInclusive<N>) -> Result<N, ConfigError>
+    where
+        N: std::str::FromStr + PartialOrd + fmt::Display,
+    {
+        match self.value_or_default()?.trim().parse::<N>() {
             Ok(n) if range.contains(&n) => Ok(n),
             _ => Err(self.error(format!(
                 "expected an integer from {} to {}",
@@ -1317,6 +1334,24 @@ mod tests {
             assert!(err.reason.contains("1 to 10000"), "{err}");
         }
         bad("WF_ENDPOINT_MAX_CONCURRENCY", "");
+    }
+
+    #[test]
+    fn worker_idle_connections() {
+        assert_eq!(ok(&[]).worker_idle_connections, 1024);
+        assert_eq!(
+            ok(&[("WF_WORKER_IDLE_CONNECTIONS", "0")]).worker_idle_connections,
+            0
+        );
+        assert_eq!(
+            ok(&[("WF_WORKER_IDLE_CONNECTIONS", "100000")]).worker_idle_connections,
+            100_000
+        );
+        for v in ["100001", "-1", "lots", "1e3"] {
+            let err = bad("WF_WORKER_IDLE_CONNECTIONS", v);
+            assert!(err.reason.contains("0 to 100000"), "{err}");
+        }
+        bad("WF_WORKER_IDLE_CONNECTIONS", "");
     }
 
     #[test]

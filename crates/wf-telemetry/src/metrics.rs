@@ -141,6 +141,12 @@ pub struct Metrics {
     /// `wf_worker_fleet_size`: workers consuming events, as this worker sees it; each
     /// takes this share of every webhook's `rateLimit`.
     pub worker_fleet_size: IntGauge,
+    /// `wf_delivery_connections_idle`: idle keep-alive connections to endpoints this
+    /// worker keeps (at most `WF_WORKER_IDLE_CONNECTIONS`).
+    pub delivery_connections_idle: IntGauge,
+    /// `wf_delivery_connections_opened_total`: connections opened to endpoints (TCP and
+    /// TLS handshakes begun); its rate against attempts shows how often one is reused.
+    pub delivery_connections_opened: IntCounter,
     /// `wf_http_connections_open`: API connections open now (at most
     /// `WF_HTTP_MAX_CONNECTIONS`).
     pub http_connections_open: IntGauge,
@@ -444,6 +450,17 @@ impl Metrics {
                 "wf_worker_fleet_size",
                 "Workers consuming events as this worker last counted them; each sends its \
                  share (1/size) of every webhook's rateLimit.",
+            ),
+            delivery_connections_idle: gauge(
+                r,
+                "wf_delivery_connections_idle",
+                "Idle keep-alive connections to endpoints kept by this worker (at most \
+                 WF_WORKER_IDLE_CONNECTIONS; the least recently used closes first).",
+            ),
+            delivery_connections_opened: int_counter(
+                r,
+                "wf_delivery_connections_opened_total",
+                "Connections opened to endpoints (TCP connect and TLS handshake begun).",
             ),
             http_connections_open: gauge(
                 r,

@@ -14,8 +14,12 @@
 //!   exhaust its memory.
 //! - **HTTPS only**, with rustls on the `ring` provider, the public webpki roots plus
 //!   optional extra roots (`WF_EXTRA_ROOT_CA`).
-//! - **Keep-alive.** One pool shared by every clone, because most traffic goes to a small
-//!   set of busy endpoints and TLS handshakes dominate the cost of small POSTs.
+//! - **Keep-alive, bounded.** One pool shared by every clone, because most traffic goes
+//!   to a small set of busy endpoints and TLS handshakes dominate the cost of small POSTs.
+//!   The pool ([`crate::pool`]) is bounded per host *and* over all hosts, so a worker
+//!   talking to ten thousand endpoints keeps a configured number of idle connections,
+//!   not one per endpoint. (hyper-util's pool bounds idle connections only per host,
+//!   which is why this client drives hyper's HTTP/1 connections itself.)
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -24,25 +28,29 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http::header::{CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER, USER_AGENT};
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use tower::ServiceExt;
 use wf_core::url_policy::{ip_permitted, AllowedCidrs, WebhookUrl};
+
+use crate::pool::{IdlePool, Limits};
 
 /// At most this much of a response body is read. Reading (rather than dropping) the
 /// body lets the connection go back to the keep-alive pool; the cap stops a receiver
@@ -71,6 +79,9 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Idle keep-alive connections kept per host.
     pub max_idle_per_host: usize,
+    /// Idle keep-alive connections kept over all hosts (`WF_WORKER_IDLE_CONNECTIONS`);
+    /// the least recently used is closed first.
+    pub max_idle_total: usize,
 }
 
 impl ClientConfig {
@@ -83,6 +94,7 @@ impl ClientConfig {
             extra_root_ca: None,
             user_agent: format!("WorkFlows-Webhooks/{}", wf_core::VERSION),
             max_idle_per_host: 32,
+            max_idle_total: 1024,
         }
     }
 }
@@ -307,11 +319,40 @@ impl tower::Service<Name> for SsrfResolver {
 
 type Connector = HttpsConnector<HttpConnector<SsrfResolver>>;
 
+/// A request handle of one HTTP/1 connection; dropping it closes the connection.
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// Why a request got no response.
+#[derive(Debug)]
+enum SendError {
+    /// Resolving, connecting or the TLS handshake failed.
+    Connect(Box<dyn StdError + Send + Sync>),
+    /// The HTTP exchange failed (connection reset, malformed response, …).
+    Http(hyper::Error),
+}
+
+impl SendError {
+    /// The underlying error, whose cause chain says what happened.
+    fn cause(&self) -> &(dyn StdError + 'static) {
+        match self {
+            SendError::Connect(e) => &**e,
+            SendError::Http(e) => e,
+        }
+    }
+}
+
+/// A connection checked out of the pool for one request.
+struct Checkout {
+    host: Arc<str>,
+    sender: Sender,
+}
+
 /// The delivery client. Cheap to clone: clones share one keep-alive pool and one TLS
 /// configuration.
 #[derive(Clone)]
 pub struct DeliveryClient {
-    inner: Client<Connector, Full<Bytes>>,
+    connector: Connector,
+    idle: Arc<Mutex<IdlePool<Sender>>>,
     timeout: Duration,
     allowed: Arc<AllowedCidrs>,
     user_agent: HeaderValue,
@@ -357,24 +398,31 @@ impl DeliveryClient {
         // The URI scheme is https; the TLS layer above checks that, not this layer.
         http.enforce_http(false);
         http.set_nodelay(true);
-        let https = HttpsConnectorBuilder::new()
+        let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
             .wrap_connector(http);
 
-        let inner = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(cfg.max_idle_per_host)
-            .build(https);
-
         Ok(DeliveryClient {
-            inner,
+            connector,
+            idle: Arc::new(Mutex::new(IdlePool::new(Limits {
+                max_per_host: cfg.max_idle_per_host,
+                max_total: cfg.max_idle_total,
+                idle_timeout: POOL_IDLE_TIMEOUT,
+            }))),
             timeout: cfg.timeout,
             allowed,
             user_agent,
         })
+    }
+
+    /// Idle keep-alive connections held now, over all hosts.
+    pub fn idle_connections(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// POSTs `body` to `url` once and classifies the result. Never fails: every problem
@@ -399,7 +447,7 @@ impl DeliveryClient {
             }
         }
 
-        let request = match self.build_request(url, headers, body) {
+        let (uri, request) = match self.build_request(url, headers, body) {
             Ok(r) => r,
             Err(e) => {
                 return AttemptOutcome::failed(
@@ -411,7 +459,7 @@ impl DeliveryClient {
         };
 
         let mut status = None;
-        let exchange = self.exchange(request, &mut status);
+        let exchange = self.exchange(uri, request, &mut status);
         let result = tokio::time::timeout(self.timeout, exchange).await;
         let duration = started.elapsed();
         match result {
@@ -420,9 +468,9 @@ impl DeliveryClient {
                 outcome
             }
             Ok(Err(e)) => AttemptOutcome {
-                kind: classify(&e),
+                kind: classify(e.cause()),
                 status: None,
-                error: Some(error_chain(&e)),
+                error: Some(error_chain(e.cause())),
                 duration,
                 response_snippet: None,
                 retry_after: None,
@@ -441,35 +489,47 @@ impl DeliveryClient {
         }
     }
 
+    /// The request as it goes on the wire (origin-form target, `Host` from the URL),
+    /// and the full URI the connection is made to.
     fn build_request(
         &self,
         url: &WebhookUrl,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, http::Error> {
+    ) -> Result<(Uri, Request<Full<Bytes>>), http::Error> {
+        let uri: Uri = url.as_str().parse()?;
+        let target = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut request = Request::builder()
             .method(Method::POST)
-            .uri(url.as_str())
+            .uri(Uri::from(target))
             .body(Full::new(body))?;
         let h = request.headers_mut();
         *h = headers;
+        if !h.contains_key(HOST) {
+            h.insert(HOST, host_header(&uri)?);
+        }
         if !h.contains_key(USER_AGENT) {
             h.insert(USER_AGENT, self.user_agent.clone());
         }
         if !h.contains_key(CONTENT_TYPE) {
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        Ok(request)
+        Ok((uri, request))
     }
 
     /// Sends the request and reads (part of) the response. `status` is filled in as soon
-    /// as headers arrive, so a timeout during the body still reports it.
+    /// as headers arrive, so a timeout during the body still reports it. A connection
+    /// whose response was read to the end goes back to the pool.
     async fn exchange(
         &self,
+        uri: Uri,
         request: Request<Full<Bytes>>,
         status: &mut Option<u16>,
-    ) -> Result<AttemptOutcome, hyper_util::client::legacy::Error> {
-        let response = self.inner.request(request).await?;
+    ) -> Result<AttemptOutcome, SendError> {
+        let (conn, response) = self.send(&uri, request).await?;
         let code = response.status();
         *status = Some(code.as_u16());
         let kind = AttemptKind::for_status(code.as_u16());
@@ -496,23 +556,33 @@ impl DeliveryClient {
 
         let mut body = Limited::new(response.into_body(), MAX_RESPONSE_BODY);
         let mut snippet = Vec::new();
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
+        let mut complete = false;
+        loop {
+            match body.frame().await {
+                None => {
+                    complete = true;
+                    break;
+                }
+                Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         let room = SNIPPET_LEN.saturating_sub(snippet.len());
                         snippet.extend_from_slice(&data[..data.len().min(room)]);
                     }
                 }
                 // Over the cap: stop reading; the status has already decided.
-                Err(e) if e.is::<LengthLimitError>() => break,
+                Some(Err(e)) if e.is::<LengthLimitError>() => break,
                 // A body cut short after the headers does not change the verdict either
                 // (a 2xx means the receiver accepted the event).
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::debug!(error = %e, "response body read failed");
                     break;
                 }
             }
+        }
+        // Only a connection whose response was read to the end can carry another
+        // request; the others are closed by dropping their handle.
+        if complete {
+            self.put_back(conn);
         }
 
         Ok(AttemptOutcome {
@@ -525,6 +595,99 @@ impl DeliveryClient {
             retry_after,
         })
     }
+
+    /// Sends on an idle connection to the host when one is usable, else on a new one.
+    ///
+    /// An idle connection may have been closed by the receiver meanwhile (keep-alive
+    /// timeouts); hyper hands the request back when it was not written, and it is sent
+    /// on the next connection instead. A request that was written is never sent twice.
+    async fn send(
+        &self,
+        uri: &Uri,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<(Checkout, Response<Incoming>), SendError> {
+        let host: Arc<str> = Arc::from(authority(uri));
+        while let Some(mut sender) = self.take_idle(&host) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((Checkout { host, sender }, response)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(uri).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(SendError::Http)?;
+        Ok((Checkout { host, sender }, response))
+    }
+
+    /// Opens a connection (resolve, connect, TLS) and starts its HTTP/1 task.
+    async fn connect(&self, uri: &Uri) -> Result<Sender, SendError> {
+        wf_telemetry::metrics().delivery_connections_opened.inc();
+        let io = self
+            .connector
+            .clone()
+            .oneshot(uri.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "delivery connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn take_idle(&self, host: &str) -> Option<Sender> {
+        self.with_idle(|idle, now, closed| idle.take(host, now, closed))
+    }
+
+    fn put_back(&self, conn: Checkout) {
+        if conn.sender.is_closed() {
+            return;
+        }
+        self.with_idle(|idle, now, closed| idle.put(&conn.host, conn.sender, now, closed));
+    }
+
+    /// Runs `f` on the pool under its lock, updates the idle gauge, and drops the
+    /// connections `f` closed once the lock is released.
+    fn with_idle<R>(
+        &self,
+        f: impl FnOnce(&mut IdlePool<Sender>, Instant, &mut Vec<Sender>) -> R,
+    ) -> R {
+        let mut closed = Vec::new();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = f(&mut idle, Instant::now(), &mut closed);
+        let kept = idle.len();
+        drop(idle);
+        wf_telemetry::metrics()
+            .delivery_connections_idle
+            .set(i64::try_from(kept).unwrap_or(i64::MAX));
+        drop(closed);
+        result
+    }
+}
+
+/// `host:port` of an https URI: the pool's key.
+fn authority(uri: &Uri) -> &str {
+    uri.authority().map_or("", |a| a.as_str())
+}
+
+/// The `Host` header: the host, and the port unless it is 443.
+fn host_header(uri: &Uri) -> Result<HeaderValue, http::Error> {
+    let host = uri.host().unwrap_or_default();
+    let value = match uri.port_u16() {
+        Some(port) if port != 443 => HeaderValue::try_from(format!("{host}:{port}"))?,
+        _ => HeaderValue::try_from(host)?,
+    };
+    Ok(value)
 }
 
 /// Adds every certificate of a PEM file to `roots`.
@@ -571,7 +734,7 @@ fn causes<'a>(
     .take(16)
 }
 
-fn classify(err: &hyper_util::client::legacy::Error) -> AttemptKind {
+fn classify(err: &(dyn StdError + 'static)) -> AttemptKind {
     let mut kind = AttemptKind::ConnectError;
     for cause in causes(err) {
         if let Some(ResolveError::Blocked { .. }) = cause.downcast_ref::<ResolveError>() {
@@ -590,13 +753,10 @@ fn classify(err: &hyper_util::client::legacy::Error) -> AttemptKind {
     kind
 }
 
-/// "a: b: c" from the cause chain, without the repeats that wrapping produces. The
-/// outermost hyper-util error ("client error (Connect)") is skipped when it has a cause:
-/// it says nothing the causes do not.
-fn error_chain(err: &hyper_util::client::legacy::Error) -> String {
-    let start: &(dyn StdError + 'static) = err.source().unwrap_or(err);
+/// "a: b: c" from the cause chain, without the repeats that wrapping produces.
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    for cause in causes(start) {
+    for cause in causes(err) {
         let s = cause.to_string();
         if parts.last() != Some(&s) {
             parts.push(s);
@@ -694,36 +854,57 @@ mod tests {
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_blocked() {
         let client = DeliveryClient::new(ClientConfig::new(Duration::from_secs(5))).unwrap();
-        let request = Request::post("https://localhost:9/")
-            .body(Full::new(Bytes::new()))
+        let uri = Uri::from_static("https://localhost:9/");
+        let request = Request::post("/").body(Full::new(Bytes::new())).unwrap();
+        let err = client
+            .exchange(uri, request, &mut None)
+            .await
+            .err()
             .unwrap();
-        let err = client.exchange(request, &mut None).await.unwrap_err();
-        assert_eq!(classify(&err), AttemptKind::Blocked);
-        let chain = error_chain(&err);
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+        assert_eq!(classify(err.cause()), AttemptKind::Blocked);
+        let chain = error_chain(err.cause());
         assert!(chain.contains("private or reserved"), "{chain}");
     }
 
     #[test]
     fn every_webhook_url_becomes_a_request() {
         let client = DeliveryClient::new(ClientConfig::new(Duration::from_secs(5))).unwrap();
-        for (input, uri) in [
-            ("https://example.com/a#frag", "https://example.com/a"),
+        for (input, uri, host) in [
             (
-                "https://example.com/a b|c^{d}?q=ü",
+                "https://example.com/a#frag",
+                "https://example.com/a",
+                "example.com",
+            ),
+            (
+                "https://example.com:443/a b|c^{d}?q=ü",
                 "https://example.com/a%20b|c^%7Bd%7D?q=%C3%BC",
+                "example.com",
             ),
             (
                 "https://b\u{fc}cher.example:8443/",
                 "https://xn--bcher-kva.example:8443/",
+                "xn--bcher-kva.example:8443",
             ),
-            ("https://[2606:4700::1111]/h", "https://[2606:4700::1111]/h"),
+            (
+                "https://[2606:4700::1111]/h",
+                "https://[2606:4700::1111]/h",
+                "[2606:4700::1111]",
+            ),
         ] {
             let url = WebhookUrl::parse(input, &AllowedCidrs::default()).unwrap();
-            let request = client
+            let (full, request) = client
                 .build_request(&url, HeaderMap::new(), Bytes::new())
                 .unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!(request.uri().to_string(), uri, "{input}");
+            assert_eq!(full.to_string(), uri, "{input}");
             assert_eq!(request.method(), Method::POST);
+            assert_eq!(
+                request.uri().path_and_query().map(|p| p.as_str()),
+                full.path_and_query().map(|p| p.as_str()),
+                "{input}: origin-form target"
+            );
+            assert!(request.uri().authority().is_none(), "{input}");
+            assert_eq!(request.headers()[HOST], host, "{input}");
         }
     }
 

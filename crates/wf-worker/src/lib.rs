@@ -13,6 +13,7 @@ pub mod endpoints;
 pub mod fanout;
 pub mod health;
 pub mod log;
+pub mod pool;
 pub mod signed;
 
 use std::future::Future;
@@ -63,6 +64,7 @@ pub async fn run(
         extra_root_ca: config.extra_root_ca.clone(),
         user_agent: format!("WorkFlows-Webhooks/{}", wf_core::VERSION),
         max_idle_per_host: usize::from(concurrency).min(512),
+        max_idle_total: config.worker_idle_connections as usize,
     })
     .context("building the delivery HTTP client")?;
     let wf_service::Backends {

@@ -96,6 +96,17 @@ async fn metrics_count_real_deliveries() {
     }
 
     let w = worker.metrics().await;
+    // Four attempts to one receiver: at least one connection, kept alive afterwards.
+    let opened = w.value("wf_delivery_connections_opened_total", &[]);
+    let idle = w.value("wf_delivery_connections_idle", &[]);
+    assert!(
+        (1.0..=4.0).contains(&opened),
+        "connections opened: {opened}"
+    );
+    assert!(
+        idle >= 1.0 && idle <= opened,
+        "idle {idle} of {opened} opened"
+    );
     let cache = w.sum("wf_subscription_cache_requests_total");
     assert!(cache >= 3.0, "subscription lookups for 3 events: {cache}");
     // Buckets reach past the delivery timeout (the default 10 s; here 5 s).

@@ -78,6 +78,7 @@ fn client_for(srv: &Receiver, timeout: Duration) -> DeliveryClient {
         extra_root_ca: Some(srv.ca_path().to_owned()),
         user_agent: "WorkFlows-Webhooks/test".to_owned(),
         max_idle_per_host: 4,
+        max_idle_total: 64,
     })
     .expect("client")
 }
@@ -118,6 +119,9 @@ async fn ok_is_success_and_sends_headers_and_body() {
     assert_eq!(h["content-type"], "application/json");
     assert_eq!(h["x-workflows-event"], "alert.created");
     assert_eq!(h["content-length"], body.len().to_string().as_str());
+    // Origin-form target, the authority in Host.
+    assert_eq!(seen[0].path, "/ok");
+    assert_eq!(h["host"], srv.url("").trim_start_matches("https://"));
 }
 
 #[tokio::test]
@@ -294,9 +298,102 @@ async fn connections_are_kept_alive() {
         assert!(post(c, &srv.url("/ok")).await.kind.is_success());
     }
     assert_eq!(srv.all_requests().len(), 5);
-    // Returning a connection to the pool is asynchronous, so an occasional second
-    // connection is possible; one per request would mean no reuse at all.
-    assert!(srv.accepts() < 5, "accepts = {}", srv.accepts());
+    // A connection goes back to the pool as soon as its response has been read.
+    assert_eq!(srv.accepts(), 1);
+    assert_eq!(client.idle_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_receiver_closes_is_not_reused() {
+    let srv = server().await;
+    srv.respond(
+        "/close",
+        Reply::status(200).header("connection", "close").body("bye"),
+    );
+    let client = client_for(&srv, TIMEOUT);
+    for _ in 0..3 {
+        let out = post(&client, &srv.url("/close")).await;
+        assert_eq!(out.kind, AttemptKind::Success, "{out:?}");
+    }
+    assert_eq!(srv.accepts(), 3, "each request needed a new connection");
+    // A healthy exchange afterwards is kept alive as usual.
+    assert!(post(&client, &srv.url("/ok")).await.kind.is_success());
+    assert!(post(&client, &srv.url("/ok")).await.kind.is_success());
+    assert_eq!(srv.accepts(), 4);
+}
+
+#[tokio::test]
+async fn an_unread_response_closes_its_connection() {
+    let srv = server().await;
+    let client = client_for(&srv, TIMEOUT);
+    // The body is over the read cap: the connection cannot carry another request.
+    assert!(post(&client, &srv.url("/big")).await.kind.is_success());
+    assert_eq!(client.idle_connections(), 0);
+    assert!(post(&client, &srv.url("/ok")).await.kind.is_success());
+    assert_eq!(srv.accepts(), 2);
+}
+
+#[tokio::test]
+async fn idle_connections_are_bounded_over_all_hosts() {
+    let servers = [server().await, server().await, server().await];
+    // One CA per receiver: trust all three.
+    let bundle = TempFile::with_contents(
+        &servers
+            .iter()
+            .map(|s| s.ca_pem().to_owned())
+            .collect::<String>(),
+    );
+    let client = DeliveryClient::new(ClientConfig {
+        timeout: TIMEOUT,
+        allowed: loopback(),
+        extra_root_ca: Some(bundle.path().to_owned()),
+        user_agent: "WorkFlows-Webhooks/test".to_owned(),
+        max_idle_per_host: 4,
+        max_idle_total: 2,
+    })
+    .expect("client");
+    for srv in &servers {
+        assert!(post(&client, &srv.url("/ok")).await.kind.is_success());
+    }
+    assert_eq!(
+        client.idle_connections(),
+        2,
+        "the oldest idle one was closed"
+    );
+    // The two most recent are reused; the first receiver needs a new connection, which
+    // in turn pushes out the second's.
+    assert!(post(&client, &servers[2].url("/ok"))
+        .await
+        .kind
+        .is_success());
+    assert!(post(&client, &servers[0].url("/ok"))
+        .await
+        .kind
+        .is_success());
+    assert!(post(&client, &servers[1].url("/ok"))
+        .await
+        .kind
+        .is_success());
+    let accepts: Vec<usize> = servers.iter().map(Receiver::accepts).collect();
+    assert_eq!(accepts, [2, 2, 1]);
+    assert_eq!(client.idle_connections(), 2);
+
+    // With no idle connections allowed, every request opens its own.
+    let strict = DeliveryClient::new(ClientConfig {
+        max_idle_total: 0,
+        extra_root_ca: Some(bundle.path().to_owned()),
+        allowed: loopback(),
+        ..ClientConfig::new(TIMEOUT)
+    })
+    .expect("client");
+    for _ in 0..2 {
+        assert!(post(&strict, &servers[2].url("/ok"))
+            .await
+            .kind
+            .is_success());
+    }
+    assert_eq!(servers[2].accepts(), 3);
+    assert_eq!(strict.idle_connections(), 0);
 }
 
 #[tokio::test]
