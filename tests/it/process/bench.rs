@@ -59,6 +59,10 @@ async fn bench_delivers_everything_and_prints_every_figure() {
         let v = figure(&stdout, name).unwrap_or_else(|| panic!("no `{name}` in:\n{stdout}"));
         assert!(v > 0.0, "{name} = {v}\n{stdout}");
     }
+    // One endpoint: connections are kept alive, at most one per request in flight.
+    let opened = figure(&stdout, "connections_opened_per_attempt")
+        .unwrap_or_else(|| panic!("no `connections_opened_per_attempt` in:\n{stdout}"));
+    assert!(opened < 0.5, "{opened}\n{stdout}");
 }
 
 /// Bad options stop the bench before it creates anything, with a message naming them.
@@ -67,6 +71,10 @@ async fn bench_rejects_bad_options_before_starting() {
     let (ok, _, stderr) = bench(&["--queue-type", "lazy"]).await;
     assert!(!ok);
     assert!(stderr.contains("--queue-type"), "{stderr}");
+
+    let (ok, _, stderr) = bench(&["--events", "10", "--idle-connections", "lots"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("WF_WORKER_IDLE_CONNECTIONS"), "{stderr}");
 
     let (ok, _, stderr) = bench(&["--events", "10", "--bin-dir", "/nonexistent/wf"]).await;
     assert!(!ok);

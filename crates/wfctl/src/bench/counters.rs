@@ -27,6 +27,7 @@ pub const DEFERRED: &str = "wf_deliveries_deferred_total";
 pub const REPUBLISHED: &str = "wf_deliveries_republished_total";
 pub const RETRIES: &str = "wf_retries_scheduled_total";
 pub const ATTEMPTS: &str = "wf_delivery_attempts_total";
+pub const CONNECTIONS_OPENED: &str = "wf_delivery_connections_opened_total";
 
 impl WorkerCounters {
     /// Scrapes `/metrics` of every worker.

@@ -75,6 +75,9 @@ pub struct BenchArgs {
     /// WF_DELIVERY_TIMEOUT of the workers (default: theirs).
     #[arg(long, value_name = "DURATION")]
     pub delivery_timeout: Option<String>,
+    /// WF_WORKER_IDLE_CONNECTIONS of the workers (default: theirs).
+    #[arg(long, value_name = "N")]
+    pub idle_connections: Option<String>,
     /// Warm-up events, delivered and discarded before the measured phase.
     #[arg(long, default_value_t = 200)]
     pub warmup: u64,
@@ -135,6 +138,20 @@ struct Env {
     receiver: Option<Receiver>,
 }
 
+impl BenchArgs {
+    /// The workers' own variables the options set.
+    fn worker_vars(&self) -> Vec<(&'static str, &String)> {
+        [
+            ("WF_RETRY_SCHEDULE", self.retry_schedule.as_ref()),
+            ("WF_DELIVERY_TIMEOUT", self.delivery_timeout.as_ref()),
+            ("WF_WORKER_IDLE_CONNECTIONS", self.idle_connections.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+}
+
 /// Runs the benchmark. Exits with an error (after cleaning up) when it could not
 /// measure, or when not every delivery arrived in time.
 pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
@@ -143,20 +160,16 @@ pub async fn run(args: BenchArgs, config: &Config) -> anyhow::Result<()> {
         "--rate must be a number of events per second, 0 for as fast as possible"
     );
     // Checked here, before anything is created, as the workers would check them.
-    let worker_vars: Vec<(&str, &String)> = [
-        ("WF_RETRY_SCHEDULE", args.retry_schedule.as_ref()),
-        ("WF_DELIVERY_TIMEOUT", args.delivery_timeout.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.map(|v| (k, v)))
-    .collect();
+    let worker_vars = args.worker_vars();
     Config::from_lookup(wf_core::config::Role::Worker, |name| {
         worker_vars
             .iter()
             .find(|(k, _)| *k == name)
             .map(|(_, v)| (*v).clone())
     })
-    .map_err(|e| anyhow::anyhow!("--retry-schedule / --delivery-timeout: {e}"))?;
+    .map_err(|e| {
+        anyhow::anyhow!("--retry-schedule / --delivery-timeout / --idle-connections: {e}")
+    })?;
     anyhow::ensure!(
         args.endpoints <= args.webhooks,
         "--endpoints ({}) cannot exceed --webhooks ({}): each endpoint needs a webhook",
@@ -299,12 +312,11 @@ async fn bench(
     for i in 0..args.workers {
         let ops = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
         let mut vars = common.clone();
-        if let Some(s) = &args.retry_schedule {
-            vars.push(("WF_RETRY_SCHEDULE".into(), s.clone()));
-        }
-        if let Some(t) = &args.delivery_timeout {
-            vars.push(("WF_DELIVERY_TIMEOUT".into(), t.clone()));
-        }
+        vars.extend(
+            args.worker_vars()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.clone())),
+        );
         vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
         let service = Service::start(
             &format!("wf-worker #{i}"),
@@ -851,6 +863,12 @@ impl Figures<'_> {
         let per = |n: f64| n / (delivered + dead).max(1) as f64;
         println!("dead_lettered: {dead}");
         println!("attempts_sent: {}", c.get(counters::ATTEMPTS) as u64);
+        let opened = c.get(counters::CONNECTIONS_OPENED);
+        println!("connections_opened: {}", opened as u64);
+        println!(
+            "connections_opened_per_attempt: {:.3}",
+            opened / c.get(counters::ATTEMPTS).max(1.0)
+        );
         println!("retries_scheduled: {}", c.get(counters::RETRIES) as u64);
         println!("deferrals: {}", c.get(counters::DEFERRED) as u64);
         println!(
