@@ -18,10 +18,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use wf_core::signing::WebhookSecret;
+
+use crate::harness::https;
 
 /// Largest body read; a delivery is at most 256 KiB.
 const MAX_BODY: usize = 4 << 20;
@@ -79,6 +80,7 @@ impl Secret {
 }
 
 struct State {
+    acceptor: TlsAcceptor,
     secret: Secret,
     status: StatusCode,
     print_body: bool,
@@ -129,18 +131,19 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     );
 
     let state = Arc::new(State {
+        acceptor,
         secret,
         status,
         print_body: args.print_body,
     });
     let stop = wf_telemetry::cancel_on_shutdown_signal();
-    serve(listener, acceptor, state, stop).await;
+    https::serve(listener, state, stop).await;
     Ok(())
 }
 
 /// A fresh self-signed leaf certificate for `localhost`, `127.0.0.1`, `::1` and the listen
 /// address, written to `cert_path` as PEM; the TLS acceptor serving it.
-fn tls_acceptor(ip: IpAddr, cert_path: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+fn tls_acceptor(ip: IpAddr, cert_path: &Path) -> anyhow::Result<TlsAcceptor> {
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -161,51 +164,25 @@ fn tls_acceptor(ip: IpAddr, cert_path: &Path) -> anyhow::Result<tokio_rustls::Tl
         .with_no_client_auth()
         .with_single_cert(vec![ck.cert.der().clone()], key)?;
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+    Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-async fn serve(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    state: Arc<State>,
-    stop: CancellationToken,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    eprintln!("wfctl listen: accept: {e}");
-                    // Out of file descriptors, say: do not spin.
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    eprintln!("wfctl listen: TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-            };
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
-            }
-        });
+impl https::Site for State {
+    type Error = Infallible;
+
+    fn tls_for(&self, _tcp: &TcpStream, _peer: SocketAddr) -> Option<TlsAcceptor> {
+        Some(self.acceptor.clone())
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(handle(&self, req).await)
+    }
+
+    fn failed(&self, what: std::fmt::Arguments<'_>) {
+        eprintln!("wfctl listen: {what}");
     }
 }
 

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use base64::Engine;
 use bytes::Bytes;
-use rand::RngCore;
 use serde_json::{json, Value};
 use wf_broker::Broker;
 use wf_core::config::Config;
@@ -25,7 +23,7 @@ use wf_core::ids::OrgId;
 use wf_store::{NewWebhook, Store};
 
 use crate::harness::load::{self, EventFactory, LoadReport, EVENT_TYPE};
-use crate::harness::procs::{self, CpuSample, Service};
+use crate::harness::procs::{self, CpuSample, Service, ServiceVars};
 use crate::harness::receiver::{self, Receiver};
 use crate::harness::{http, isolation};
 use counters::WorkerCounters;
@@ -274,8 +272,6 @@ async fn bench(
     isolation::create_vhost(&env.name)?;
     env.db_created = true;
     isolation::create_database(&env.server_db_url, &env.name).await?;
-    let mut secret_key = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret_key);
 
     // 2. Receiver.
     let receiver = Receiver::start(
@@ -288,67 +284,45 @@ async fn bench(
         false,
     )
     .await?;
-    let cert_path = receiver.cert_path.display().to_string();
+    let common = ServiceVars::new(&env.db_url, &env.amqp_url, &receiver.cert_path)
+        .set("WF_QUEUE_TYPE", args.queue_type.as_str())
+        .set("WF_WORKER_CONCURRENCY", args.concurrency.to_string())
+        .set("WF_LOG", "warn");
+    let secret_key = common.secret_key;
     let receiver = env.receiver.insert(receiver);
 
     // 3. Services.
-    let common: Vec<(String, String)> = [
-        ("WF_DATABASE_URL", env.db_url.clone()),
-        ("WF_AMQP_URL", env.amqp_url.clone()),
-        ("WF_ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
-        ("WF_EXTRA_ROOT_CA", cert_path),
-        ("WF_QUEUE_TYPE", args.queue_type.as_str().to_owned()),
-        ("WF_WORKER_CONCURRENCY", args.concurrency.to_string()),
-        ("WF_LOG", "warn".to_owned()),
-        (
-            "WF_SECRET_KEY",
-            base64::engine::general_purpose::STANDARD.encode(secret_key),
-        ),
-        ("WF_SHUTDOWN_GRACE", "10s".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let worker_vars: Vec<(&str, String)> = args
+        .worker_vars()
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
     for i in 0..args.workers {
-        let ops = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
-        let mut vars = common.clone();
-        vars.extend(
-            args.worker_vars()
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.clone())),
-        );
-        vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
-        let service = Service::start(
-            &format!("wf-worker #{i}"),
-            worker_bin,
-            &vars,
-            ops,
-            env.dir.join(format!("wf-worker-{i}.log")),
-        )
-        .await?;
+        let service = common
+            .start(
+                &format!("wf-worker #{i}"),
+                worker_bin,
+                &worker_vars,
+                env.dir.join(format!("wf-worker-{i}.log")),
+            )
+            .await?;
         env.services.push(service);
     }
     let worker_pids: Vec<u32> = env.services.iter().map(|s| s.pid).collect();
     let worker_ops: Vec<std::net::SocketAddr> = env.services.iter().map(|s| s.ops).collect();
     let mut api = None;
     if let Some(bin) = ingestor_bin {
-        let ops = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
         let http = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
-        let mut vars = common.clone();
-        vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
-        vars.push(("WF_HTTP_ADDR".into(), http.to_string()));
         // The load (webhooks, then events) comes from one API key, as fast as the ingestor
         // takes it: no budgets.
-        vars.push(("WF_API_RATE_LIMIT_EVENTS".into(), "0".to_owned()));
-        vars.push(("WF_API_RATE_LIMIT_MANAGEMENT".into(), "0".to_owned()));
-        let service = Service::start(
-            "wf-ingestor",
-            bin,
-            &vars,
-            ops,
-            env.dir.join("wf-ingestor.log"),
-        )
-        .await?;
+        let extra = [
+            ("WF_HTTP_ADDR", http.to_string()),
+            ("WF_API_RATE_LIMIT_EVENTS", "0".to_owned()),
+            ("WF_API_RATE_LIMIT_MANAGEMENT", "0".to_owned()),
+        ];
+        let service = common
+            .start("wf-ingestor", bin, &extra, env.dir.join("wf-ingestor.log"))
+            .await?;
         env.services.push(service);
         api = Some(http);
     }

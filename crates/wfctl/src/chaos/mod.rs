@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use base64::Engine;
-use rand::{Rng, RngCore};
+use rand::Rng;
 use wf_broker::{names, Broker};
 use wf_core::config::Config;
 use wf_core::ids::OrgId;
@@ -38,7 +37,7 @@ use wf_store::{DeliveryStatus, NewWebhook, ReplayFilter, Store};
 
 use crate::harness::isolation;
 use crate::harness::load::{self, EventFactory, LoadReport, Plan, EVENT_TYPE};
-use crate::harness::procs::{self, Service};
+use crate::harness::procs::{self, Service, ServiceVars};
 use crate::harness::receiver::{Faults, Receiver, Snapshot};
 use postgres::PrivatePostgres;
 use rabbit::RabbitNode;
@@ -576,62 +575,40 @@ async fn run_scenario(
         scenario == Scenario::EndpointFaults,
     )
     .await?;
-    let cert = receiver.cert_path.display().to_string();
-    lab.receiver = Some(receiver);
-    let mut secret_key = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret_key);
     let (schedule, timeout) = if scenario == Scenario::EndpointFaults {
         (FAULTS_RETRY_SCHEDULE, FAULTS_DELIVERY_TIMEOUT)
     } else {
         (RETRY_SCHEDULE, Duration::from_secs(5))
     };
-    let common: Vec<(String, String)> = [
-        ("WF_DATABASE_URL", db_url.clone()),
-        ("WF_AMQP_URL", amqp_url.clone()),
-        ("WF_ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
-        ("WF_EXTRA_ROOT_CA", cert),
-        ("WF_WORKER_CONCURRENCY", "64".to_owned()),
-        ("WF_RETRY_SCHEDULE", schedule.to_owned()),
-        ("WF_DELIVERY_TIMEOUT", format!("{}ms", timeout.as_millis())),
-        ("WF_LOG", "info".to_owned()),
-        (
-            "WF_SECRET_KEY",
-            base64::engine::general_purpose::STANDARD.encode(secret_key),
-        ),
-        ("WF_SHUTDOWN_GRACE", "10s".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let common = ServiceVars::new(&db_url, &amqp_url, &receiver.cert_path)
+        .set("WF_WORKER_CONCURRENCY", "64")
+        .set("WF_RETRY_SCHEDULE", schedule)
+        .set("WF_DELIVERY_TIMEOUT", format!("{}ms", timeout.as_millis()))
+        .set("WF_LOG", "info");
+    let secret_key = common.secret_key;
+    lab.receiver = Some(receiver);
     for i in 0..scenario.workers() {
-        let ops = loopback(procs::free_port()?);
-        let mut vars = common.clone();
-        vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
-        let s = Service::start(
-            &format!("wf-worker #{i}"),
-            &bins.worker,
-            &vars,
-            ops,
-            lab.dir.join(format!("wf-worker-{i}.log")),
-        )
-        .await?;
+        let s = common
+            .start(
+                &format!("wf-worker #{i}"),
+                &bins.worker,
+                &[],
+                lab.dir.join(format!("wf-worker-{i}.log")),
+            )
+            .await?;
         lab.workers.push(s);
     }
     let mut apis = Vec::new();
     for i in 0..scenario.ingestors() {
-        let ops = loopback(procs::free_port()?);
         let http = loopback(procs::free_port()?);
-        let mut vars = common.clone();
-        vars.push(("WF_METRICS_ADDR".into(), ops.to_string()));
-        vars.push(("WF_HTTP_ADDR".into(), http.to_string()));
-        let s = Service::start(
-            &format!("wf-ingestor #{i}"),
-            &bins.ingestor,
-            &vars,
-            ops,
-            lab.dir.join(format!("wf-ingestor-{i}.log")),
-        )
-        .await?;
+        let s = common
+            .start(
+                &format!("wf-ingestor #{i}"),
+                &bins.ingestor,
+                &[("WF_HTTP_ADDR", http.to_string())],
+                lab.dir.join(format!("wf-ingestor-{i}.log")),
+            )
+            .await?;
         lab.ingestors.push(s);
         apis.push(http);
     }

@@ -7,6 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine as _;
+use rand::RngCore as _;
 
 /// How long a service may take to answer `/readyz` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -57,6 +59,62 @@ pub fn staleness_note(bin: &Path) -> Option<String> {
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
+}
+
+/// The `WF_*` variables every service of a run shares, and the start of each service
+/// with them.
+#[derive(Clone, Debug)]
+pub struct ServiceVars {
+    vars: Vec<(String, String)>,
+    /// The `WF_SECRET_KEY` of the run (fresh, random): the key of webhook secrets the
+    /// run stores itself.
+    pub secret_key: [u8; 32],
+}
+
+impl ServiceVars {
+    /// Postgres and RabbitMQ at these URLs; deliveries allowed to loopback receivers whose
+    /// CA is `receiver_ca`; a fresh secret key; 10 s of shutdown grace.
+    pub fn new(db_url: &str, amqp_url: &str, receiver_ca: &Path) -> ServiceVars {
+        let mut secret_key = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret_key);
+        let vars = [
+            ("WF_DATABASE_URL", db_url.to_owned()),
+            ("WF_AMQP_URL", amqp_url.to_owned()),
+            ("WF_ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_owned()),
+            ("WF_EXTRA_ROOT_CA", receiver_ca.display().to_string()),
+            (
+                "WF_SECRET_KEY",
+                base64::engine::general_purpose::STANDARD.encode(secret_key),
+            ),
+            ("WF_SHUTDOWN_GRACE", "10s".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        ServiceVars { vars, secret_key }
+    }
+
+    /// Sets one variable (after the others: the last setting of a name wins).
+    pub fn set(mut self, name: &str, value: impl Into<String>) -> ServiceVars {
+        self.vars.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// Starts `bin` with these variables, `extra` and a free `WF_METRICS_ADDR` on
+    /// loopback, its output appended to `log`.
+    pub async fn start(
+        &self,
+        name: &str,
+        bin: &Path,
+        extra: &[(&str, String)],
+        log: PathBuf,
+    ) -> anyhow::Result<Service> {
+        let ops = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut vars = self.vars.clone();
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        vars.push(("WF_METRICS_ADDR".to_owned(), ops.to_string()));
+        Service::start(name, bin, &vars, ops, log).await
+    }
 }
 
 /// A running service.

@@ -15,7 +15,7 @@
 //! Not wf-testkit's receiver: that is a test-only crate; this ships in wfctl, built for load.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -27,11 +27,13 @@ use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use sha2::Sha256;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+use super::https;
 
 /// A running receiver. Webhook `i` is served at `/w/<i>` on endpoint `i % endpoints`, so
 /// the receiver knows which secret signs what it gets.
@@ -223,7 +225,11 @@ impl Receiver {
             ..State::default()
         });
         let stop = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, tls, state.clone(), stop.clone()));
+        let site = Arc::new(Site {
+            tls,
+            state: state.clone(),
+        });
+        tokio::spawn(https::serve(listener, site, stop.clone()));
         Ok(Receiver {
             port,
             cert_path,
@@ -398,57 +404,34 @@ impl Tls {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// The receiver as [`https::Site`]: the certificate of the address a connection came to.
+struct Site {
     tls: Arc<Tls>,
     state: Arc<State>,
-    stop: CancellationToken,
-) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(_) => {
-                    // Out of file descriptors, say: do not spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
+}
+
+impl https::Site for Site {
+    type Error = ResetConnection;
+
+    fn tls_for(&self, tcp: &TcpStream, peer: SocketAddr) -> Option<TlsAcceptor> {
         // Bound to every address with many endpoints: loopback clients only.
-        let Ok(local) = tcp.local_addr() else {
-            continue;
-        };
+        let local = tcp.local_addr().ok()?;
         if !local.ip().is_loopback() || !peer.ip().is_loopback() {
-            continue;
+            return None;
         }
         let _ = tcp.set_nodelay(true);
-        if state.may_fault {
+        if self.state.may_fault {
             let _ = tcp.set_zero_linger();
         }
-        let tls = tls.clone();
-        let state = state.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let Ok(config) = tls.config_for(local.ip()) else {
-                return;
-            };
-            let Ok(tls) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await else {
-                return;
-            };
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { handle(&state, req).await }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tls), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.cancelled() => {}
-            }
-        });
+        let config = self.tls.config_for(local.ip()).ok()?;
+        Some(TlsAcceptor::from(config))
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, ResetConnection> {
+        handle(&self.state, req).await
     }
 }
 
