@@ -675,7 +675,7 @@ impl DeliveryClient {
     }
 }
 
-/// `host:port` of an https URI: the pool's key.
+/// The authority of an https URI (host, and port unless 443): the pool's key.
 fn authority(uri: &Uri) -> &str {
     uri.authority().map_or("", |a| a.as_str())
 }
