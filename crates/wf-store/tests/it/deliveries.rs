@@ -20,14 +20,13 @@ async fn delivery_log_batches_upserts_and_lists() {
     let base = Utc::now() - chrono::Duration::minutes(10);
     let mk = |i: i64| {
         let event_id = EventId::parse(&format!("evt_{i}")).unwrap();
-        NewDelivery {
-            id: DeliveryId::derive(&a, &event_id, &w.id),
-            org_id: a.clone(),
-            webhook_id: w.id.clone(),
-            event_id,
-            event: EventType::AlertCreated,
-            created_at: base + chrono::Duration::seconds(i),
-        }
+        new_delivery(
+            &a,
+            &w.id,
+            &event_id,
+            EventType::AlertCreated,
+            base + chrono::Duration::seconds(i),
+        )
     };
     let (d1, d2, d3, d4) = (mk(1), mk(2), mk(3), mk(4));
     s.insert_deliveries(&[d1.clone(), d2.clone(), d3.clone(), d1.clone()])
@@ -224,14 +223,7 @@ async fn large_batches_go_in_one_statement() {
     let rows: Vec<NewDelivery> = (0..2000)
         .map(|i| {
             let event_id = EventId::parse(&format!("evt_{i}")).unwrap();
-            NewDelivery {
-                id: DeliveryId::derive(&a, &event_id, &w),
-                org_id: a.clone(),
-                webhook_id: w.clone(),
-                event_id,
-                event: EventType::UserJoined,
-                created_at: Utc::now(),
-            }
+            new_delivery(&a, &w, &event_id, EventType::UserJoined, Utc::now())
         })
         .collect();
     s.insert_deliveries(&rows).await.unwrap();

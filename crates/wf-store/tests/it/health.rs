@@ -3,22 +3,14 @@
 
 use chrono::{DateTime, Duration, Utc};
 use wf_core::events::EventType;
-use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
+use wf_core::ids::{EventId, OrgId, WebhookId};
 use wf_store::{AttemptRecord, DeliveryStatus, NewDelivery, Store, WebhookPatch};
 
 use crate::support::*;
 
 /// A delivery of a fresh event to `w`, created at `at`.
 fn delivery(a: &OrgId, w: &WebhookId, at: DateTime<Utc>) -> NewDelivery {
-    let event_id = EventId::generate();
-    NewDelivery {
-        id: DeliveryId::derive(a, &event_id, w),
-        org_id: a.clone(),
-        webhook_id: w.clone(),
-        event_id,
-        event: EventType::AlertCreated,
-        created_at: at,
-    }
+    new_delivery(a, w, &EventId::generate(), EventType::AlertCreated, at)
 }
 
 /// Attempt `n` of `d` at `at`: a 2xx when `ok`, else a 503.

@@ -3,29 +3,12 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use wf_core::events::EventType;
-use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
+use wf_core::ids::{DeliveryId, EventId};
 use wf_store::{DeliveryFilter, DeliveryStatus, NewDelivery, NewPayload};
 
 use crate::support::*;
-
-fn delivery(
-    a: &OrgId,
-    w: &WebhookId,
-    event_id: &EventId,
-    event: EventType,
-    at: DateTime<Utc>,
-) -> NewDelivery {
-    NewDelivery {
-        id: DeliveryId::derive(a, event_id, w),
-        org_id: a.clone(),
-        webhook_id: w.clone(),
-        event_id: event_id.clone(),
-        event,
-        created_at: at,
-    }
-}
 
 #[tokio::test]
 async fn filters_combine() {
@@ -44,7 +27,7 @@ async fn filters_combine() {
         } else {
             EventType::CsvUploaded
         };
-        all.push(delivery(
+        all.push(new_delivery(
             &a,
             &w.id,
             &EventId::generate(),
@@ -146,7 +129,7 @@ async fn cursors_are_stable_while_deliveries_are_written() {
     // 40 deliveries over 20 distinct milliseconds: pairs share a creation time.
     let before: Vec<NewDelivery> = (0..40)
         .map(|i| {
-            delivery(
+            new_delivery(
                 &a,
                 &w.id,
                 &EventId::generate(),
@@ -179,7 +162,7 @@ async fn cursors_are_stable_while_deliveries_are_written() {
                 2 => wf_core::time::now_ms(),
                 _ => base - Duration::milliseconds(round),
             };
-            more.push(delivery(
+            more.push(new_delivery(
                 &a,
                 &w.id,
                 &EventId::generate(),
@@ -188,7 +171,7 @@ async fn cursors_are_stable_while_deliveries_are_written() {
             ));
         }
         s.insert_deliveries(&more).await.unwrap();
-        let fresh = delivery(
+        let fresh = new_delivery(
             &a,
             &w.id,
             &EventId::generate(),
@@ -234,8 +217,8 @@ async fn one_delivery_and_one_event_across_the_organisation() {
         .unwrap();
     let ev = EventId::parse("evt_shared_1").unwrap();
     let t = wf_core::time::now_ms() - Duration::minutes(5);
-    let d1 = delivery(&a, &w1.id, &ev, EventType::AlertCreated, t);
-    let d2 = delivery(
+    let d1 = new_delivery(&a, &w1.id, &ev, EventType::AlertCreated, t);
+    let d2 = new_delivery(
         &a,
         &w2.id,
         &ev,
@@ -243,7 +226,7 @@ async fn one_delivery_and_one_event_across_the_organisation() {
         t + Duration::seconds(1),
     );
     // The same event id in another organisation is another event.
-    let db_ = delivery(&b, &wb.id, &ev, EventType::AlertCreated, t);
+    let db_ = new_delivery(&b, &wb.id, &ev, EventType::AlertCreated, t);
     s.insert_deliveries(&[d1.clone(), d2.clone(), db_.clone()])
         .await
         .unwrap();

@@ -33,14 +33,7 @@ const TABLES: [&str; 3] = ["deliveries", "delivery_attempts", "event_payloads"];
 
 fn delivery(a: &OrgId, w: &WebhookId, n: u32, at: DateTime<Utc>) -> NewDelivery {
     let event_id = EventId::parse(&format!("evt_p{n}")).unwrap();
-    NewDelivery {
-        id: DeliveryId::derive(a, &event_id, w),
-        org_id: a.clone(),
-        webhook_id: w.clone(),
-        event_id,
-        event: EventType::AlertCreated,
-        created_at: ms(at),
-    }
+    new_delivery(a, w, &event_id, EventType::AlertCreated, ms(at))
 }
 
 fn payload(d: &NewDelivery) -> NewPayload {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use wf_core::ids::OrgId;
+use wf_core::events::EventType;
+use wf_core::ids::{DeliveryId, EventId, OrgId, WebhookId};
 use wf_store::{AttemptRecord, ChangeEvent, DeliveryStatus, NewDelivery, NewWebhook, Store};
 use wf_testkit::Database;
 
@@ -43,6 +44,24 @@ impl Drop for TestDb {
 
 pub fn org(s: &str) -> OrgId {
     OrgId::parse(s).unwrap()
+}
+
+/// A delivery of `event_id` to `w`, with the id the fan-out derives, created at `at`.
+pub fn new_delivery(
+    a: &OrgId,
+    w: &WebhookId,
+    event_id: &EventId,
+    event: EventType,
+    at: DateTime<Utc>,
+) -> NewDelivery {
+    NewDelivery {
+        id: DeliveryId::derive(a, event_id, w),
+        org_id: a.clone(),
+        webhook_id: w.clone(),
+        event_id: event_id.clone(),
+        event,
+        created_at: at,
+    }
 }
 
 pub fn new_webhook(name: &str, events: &[&str], is_active: bool) -> NewWebhook {
